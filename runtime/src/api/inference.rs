@@ -1,0 +1,210 @@
+//! The model endpoints. Each resolves the deployment the request names, checks
+//! the caller may use it and that it serves this kind of request, then hands it
+//! to the deployment's backend. Backends (local engine, upstream proxy) are not
+//! in this build yet, so a resolvable request gets an honest 501.
+
+use axum::Extension;
+use axum::extract::{FromRequest, Multipart, Request, State};
+use axum::http::HeaderMap;
+use axum::response::Response;
+use serde_json::Value;
+
+use super::AppState;
+use super::extract::{parse_json, read_body};
+use crate::auth::Identity;
+use crate::config::ModelKind;
+use crate::deployments::{Deployment, DeploymentState};
+use crate::error::{ErrorEnvelope, HearthError, Result};
+
+/// The header that names the model ahead of the body (GPUStack's convention).
+pub const MODEL_HEADER: &str = "x-gpustack-model";
+
+fn header_model(headers: &HeaderMap) -> Result<Option<String>> {
+    match headers.get(MODEL_HEADER) {
+        None => Ok(None),
+        Some(value) => value
+            .to_str()
+            .ok()
+            .map(str::trim)
+            .filter(|v| !v.is_empty())
+            .map(|v| Some(v.to_owned()))
+            .ok_or_else(|| {
+                HearthError::invalid(format!(
+                    "the {MODEL_HEADER} header must be a non-empty string"
+                ))
+            }),
+    }
+}
+
+fn missing_model() -> HearthError {
+    HearthError::invalid_param("model", "you must provide a model parameter")
+}
+
+/// The model named by a JSON body's `model` field.
+fn json_model(body: &Value) -> Result<String> {
+    let Some(object) = body.as_object() else {
+        return Err(HearthError::invalid(
+            "the request body must be a JSON object",
+        ));
+    };
+    match object.get("model") {
+        None | Some(Value::Null) => Err(missing_model()),
+        Some(Value::String(m)) if !m.trim().is_empty() => Ok(m.clone()),
+        Some(_) => Err(HearthError::invalid_param(
+            "model",
+            "`model` must be a non-empty string",
+        )),
+    }
+}
+
+/// The model named by a multipart form's `model` field.
+async fn multipart_model(request: Request, state: &AppState) -> Result<String> {
+    let mut form = Multipart::from_request(request, state).await.map_err(|e| {
+        HearthError::invalid(format!(
+            "expected a multipart/form-data body: {}",
+            e.body_text()
+        ))
+    })?;
+    while let Some(field) = form.next_field().await.map_err(|e| {
+        if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+            HearthError::PayloadTooLarge {
+                limit: state.config.max_body_bytes,
+            }
+        } else {
+            HearthError::invalid(format!("malformed multipart body: {}", e.body_text()))
+        }
+    })? {
+        if field.name() == Some("model") {
+            let text = field
+                .text()
+                .await
+                .map_err(|e| HearthError::invalid_param("model", e.body_text()))?;
+            return if text.trim().is_empty() {
+                Err(missing_model())
+            } else {
+                Ok(text)
+            };
+        }
+    }
+    Err(missing_model())
+}
+
+/// Finds the deployment, checks the allow-list and the kind.
+fn admit<'a>(
+    state: &'a AppState,
+    identity: &Identity,
+    model: &str,
+    accepts: &[ModelKind],
+    endpoint: &str,
+) -> Result<&'a Deployment> {
+    let deployment = state
+        .registry
+        .resolve(model)
+        .ok_or_else(|| HearthError::ModelNotFound(model.to_owned()))?;
+    identity.require_model(model, deployment, &state.registry)?;
+    let kind = deployment.kind();
+    if kind != ModelKind::Any && !accepts.contains(&kind) {
+        return Err(HearthError::InvalidRequest {
+            message: format!(
+                "the model `{model}` is a {} model and does not serve {endpoint}",
+                kind.as_str()
+            ),
+            param: Some("model".to_owned()),
+            code: Some("model_not_supported"),
+        });
+    }
+    Ok(deployment)
+}
+
+fn dispatch(deployment: &Deployment, endpoint: &str) -> Result<Response> {
+    match &deployment.state {
+        DeploymentState::Unavailable(reason) => Err(HearthError::NotImplemented(format!(
+            "the model `{}` cannot serve {endpoint}: {reason}",
+            deployment.name()
+        ))),
+        DeploymentState::Loading => Err(HearthError::Unavailable(format!(
+            "the model `{}` is still loading; retry shortly",
+            deployment.name()
+        ))),
+        DeploymentState::Ready => Err(HearthError::Internal(format!(
+            "deployment `{}` is ready but has no backend",
+            deployment.name()
+        ))),
+    }
+}
+
+async fn json_endpoint(
+    state: AppState,
+    identity: Identity,
+    request: Request,
+    accepts: &[ModelKind],
+    endpoint: &str,
+) -> Result<Response> {
+    let from_header = header_model(request.headers())?;
+    let body: Value = parse_json(&read_body(request, &state).await?)?;
+    let model = match from_header {
+        Some(model) => model,
+        None => json_model(&body)?,
+    };
+    dispatch(
+        admit(&state, &identity, &model, accepts, endpoint)?,
+        endpoint,
+    )
+}
+
+async fn multipart_endpoint(
+    state: AppState,
+    identity: Identity,
+    request: Request,
+    accepts: &[ModelKind],
+    endpoint: &str,
+) -> Result<Response> {
+    let model = match header_model(request.headers())? {
+        Some(model) => model,
+        None => multipart_model(request, &state).await?,
+    };
+    dispatch(
+        admit(&state, &identity, &model, accepts, endpoint)?,
+        endpoint,
+    )
+}
+
+macro_rules! endpoint {
+    ($(#[$doc:meta])* $name:ident, $path:literal, $kinds:expr, $style:ident) => {
+        $(#[$doc])*
+        #[utoipa::path(post, path = $path, tag = "inference", security(("bearer" = [])),
+            responses(
+                (status = 400, body = ErrorEnvelope), (status = 401, body = ErrorEnvelope),
+                (status = 403, body = ErrorEnvelope), (status = 404, body = ErrorEnvelope),
+                (status = 501, body = ErrorEnvelope)))]
+        pub async fn $name(
+            State(state): State<AppState>,
+            Extension(identity): Extension<Identity>,
+            request: Request,
+        ) -> Result<Response> {
+            $style(state, identity, request, $kinds, $path).await
+        }
+    };
+}
+
+endpoint!(
+    /// Chat completions (JSON; SSE when `stream` is true).
+    chat_completions, "/v1/chat/completions", &[ModelKind::Chat], json_endpoint);
+endpoint!(
+    /// Text completions.
+    completions, "/v1/completions", &[ModelKind::Chat, ModelKind::Completion], json_endpoint);
+endpoint!(
+    /// Embeddings.
+    embeddings, "/v1/embeddings", &[ModelKind::Embedding], json_endpoint);
+endpoint!(
+    /// Image generation.
+    image_generations, "/v1/images/generations", &[ModelKind::Image], json_endpoint);
+endpoint!(
+    /// Image edit (multipart).
+    image_edits, "/v1/images/edits", &[ModelKind::Image], multipart_endpoint);
+endpoint!(
+    /// Text to speech.
+    speech, "/v1/audio/speech", &[ModelKind::Speech], json_endpoint);
+endpoint!(
+    /// Speech to text (multipart).
+    transcriptions, "/v1/audio/transcriptions", &[ModelKind::Transcription], multipart_endpoint);

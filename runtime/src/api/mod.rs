@@ -1,0 +1,97 @@
+//! The HTTP API: shared state, the router, and one module per route family.
+
+mod extract;
+mod health;
+mod inference;
+mod keys;
+mod middleware;
+mod models;
+pub mod openapi;
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{delete, get, post};
+use metrics_exporter_prometheus::PrometheusHandle;
+use tower::ServiceBuilder;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::trace::TraceLayer;
+
+use crate::auth::Authenticator;
+use crate::config::Config;
+use crate::deployments::Registry;
+use crate::store::Store;
+
+pub use extract::JsonBody;
+
+/// Everything a handler needs; cheap to clone.
+#[derive(Clone, Debug)]
+pub struct AppState {
+    pub config: Arc<Config>,
+    pub registry: Arc<Registry>,
+    pub store: Arc<dyn Store>,
+    pub auth: Arc<dyn Authenticator>,
+    /// Shared with the key authenticator: true while the server runs open.
+    pub open: Arc<AtomicBool>,
+    pub metrics: PrometheusHandle,
+    /// Unix seconds at start, reported as each model's `created`.
+    pub started_at: u64,
+}
+
+/// The whole router. Tests drive it with `oneshot`, the server with a socket.
+pub fn app(state: AppState) -> Router {
+    let inference = Router::new()
+        .route("/v1/models", get(models::list))
+        .route("/v1/models/{id}", get(models::retrieve))
+        .route("/v1/chat/completions", post(inference::chat_completions))
+        .route("/v1/completions", post(inference::completions))
+        .route("/v1/embeddings", post(inference::embeddings))
+        .route("/v1/images/generations", post(inference::image_generations))
+        .route("/v1/images/edits", post(inference::image_edits))
+        .route("/v1/audio/speech", post(inference::speech))
+        .route("/v1/audio/transcriptions", post(inference::transcriptions))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            middleware::require_inference,
+        ));
+
+    let management = Router::new()
+        .route("/v1/keys", get(keys::list).post(keys::create))
+        .route("/v1/keys/{id}", delete(keys::revoke))
+        .route("/v1/usage", get(keys::usage))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            middleware::require_management,
+        ));
+
+    let open = Router::new()
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .route("/metrics", get(health::metrics))
+        .route("/openapi.json", get(openapi::serve));
+
+    let limit = state.config.max_body_bytes;
+    Router::new()
+        .merge(inference)
+        .merge(management)
+        .merge(open)
+        .fallback(middleware::no_route)
+        .layer(
+            ServiceBuilder::new()
+                .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+                .layer(TraceLayer::new_for_http().make_span_with(middleware::request_span))
+                .layer(PropagateRequestIdLayer::x_request_id())
+                .layer(axum::middleware::from_fn(middleware::track_metrics))
+                .layer(axum::middleware::from_fn_with_state(
+                    state.clone(),
+                    middleware::error_envelope,
+                ))
+                .layer(DefaultBodyLimit::max(limit)),
+        )
+        .with_state(state)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,356 @@
+//! What each CLI command does. Key and usage commands open the store directly
+//! when no server runs, and go through the running server's management API (with
+//! the local admin token from its data dir) when one does, because sled admits
+//! one process per database. Each says on stderr which path it took.
+
+#![allow(clippy::print_stdout, reason = "stdout is the CLI's interface")]
+
+use std::path::Path;
+
+use anyhow::{Context, Result, bail};
+use hearth::config::{Config, Overrides};
+use hearth::deployments::Registry;
+use hearth::management::{self, CreateKeyRequest, CreatedKey, KeyInfo, List, RevokedKey, UsageRow};
+use hearth::runtime_files;
+use hearth::store::{Scope, SledStore, UsageSubject};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::cli::{Cli, Command, KeysCommand};
+
+pub fn run(cli: Cli) -> Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let mut config = load_config(cli.global.config.as_deref())?;
+    let mut overrides = Overrides {
+        data_dir: cli.global.data_dir.clone(),
+        ..Default::default()
+    };
+    if let Command::Serve(args) = &cli.command {
+        overrides.bind = args.bind;
+        overrides.require_auth = args.require_auth;
+    }
+    config.apply_overrides(&overrides);
+    match cli.command {
+        Command::Serve(_) => runtime
+            .block_on(hearth::server::serve(config))
+            .map_err(Into::into),
+        Command::Keys(command) => runtime.block_on(keys(&config.data_dir, command)),
+        Command::Models => runtime.block_on(models(&config)),
+        Command::Usage => runtime.block_on(usage(&config.data_dir)),
+    }
+}
+
+fn load_config(path: Option<&Path>) -> Result<Config> {
+    match path {
+        Some(path) => Ok(Config::load(path)?),
+        None if Path::new("hearth.toml").exists() => Ok(Config::load(Path::new("hearth.toml"))?),
+        None => Ok(Config::default()),
+    }
+}
+
+/// Where key and usage commands are carried out.
+enum Target {
+    Server {
+        base: String,
+        token: String,
+        client: reqwest::Client,
+    },
+    Local(SledStore),
+}
+
+async fn target(data_dir: &Path) -> Result<Target> {
+    if let Some((info, token)) = runtime_files::discover(data_dir) {
+        let base = format!("http://{}", info.addr);
+        let client = reqwest::Client::builder()
+            .timeout(std::time::Duration::from_secs(30))
+            .build()?;
+        let alive = client
+            .get(format!("{base}/healthz"))
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success());
+        if alive {
+            eprintln!("(via the running server at {base}, pid {})", info.pid);
+            return Ok(Target::Server {
+                base,
+                token,
+                client,
+            });
+        }
+        eprintln!(
+            "(a server left {} behind but does not answer; opening the store directly)",
+            data_dir.display()
+        );
+    }
+    let store = SledStore::open(data_dir)
+        .with_context(|| format!("cannot open the store in {}", data_dir.display()))?;
+    eprintln!("(store in {})", data_dir.display());
+    Ok(Target::Local(store))
+}
+
+async fn call<T: DeserializeOwned>(
+    base: &str,
+    token: &str,
+    client: &reqwest::Client,
+    method: reqwest::Method,
+    path: &str,
+    body: Option<&impl Serialize>,
+) -> Result<T> {
+    let mut request = client
+        .request(method, format!("{base}{path}"))
+        .bearer_auth(token);
+    if let Some(body) = body {
+        request = request.json(body);
+    }
+    let response = request
+        .send()
+        .await
+        .with_context(|| format!("cannot reach the server at {base}"))?;
+    let status = response.status();
+    let text = response.text().await?;
+    if !status.is_success() {
+        let message = serde_json::from_str::<hearth::error::ErrorEnvelope>(&text)
+            .map(|e| e.error.message)
+            .unwrap_or(text);
+        bail!("the server answered {status}: {message}");
+    }
+    serde_json::from_str(&text)
+        .with_context(|| format!("unexpected answer from the server: {text}"))
+}
+
+async fn keys(data_dir: &Path, command: KeysCommand) -> Result<()> {
+    let target = target(data_dir).await?;
+    match command {
+        KeysCommand::Create {
+            name,
+            scope,
+            models,
+            expires_in,
+        } => {
+            let scopes = scope
+                .iter()
+                .map(|s| s.trim().parse::<Scope>().map_err(anyhow::Error::msg))
+                .collect::<Result<Vec<_>>>()?;
+            let request = CreateKeyRequest {
+                name,
+                scopes: (!scopes.is_empty()).then_some(scopes),
+                models: (!models.is_empty()).then_some(models),
+                expires_in,
+            };
+            let created: CreatedKey = match &target {
+                Target::Server {
+                    base,
+                    token,
+                    client,
+                } => {
+                    call(
+                        base,
+                        token,
+                        client,
+                        reqwest::Method::POST,
+                        "/v1/keys",
+                        Some(&request),
+                    )
+                    .await?
+                }
+                Target::Local(store) => management::create_key(store, request)?,
+            };
+            let info = &created.info;
+            println!("Created key {} ({})", info.id, info.name);
+            println!("  scopes:  {}", join(&info.scopes));
+            println!(
+                "  models:  {}",
+                info.models
+                    .as_ref()
+                    .map_or("all".to_owned(), |m| m.join(", "))
+            );
+            println!(
+                "  expires: {}",
+                info.expires_at.map_or("never".to_owned(), format_time)
+            );
+            println!("Store it now; it cannot be shown again:");
+            println!("{}", created.key);
+        }
+        KeysCommand::List => {
+            let list: List<KeyInfo> = match &target {
+                Target::Server {
+                    base,
+                    token,
+                    client,
+                } => {
+                    call(
+                        base,
+                        token,
+                        client,
+                        reqwest::Method::GET,
+                        "/v1/keys",
+                        None::<&()>,
+                    )
+                    .await?
+                }
+                Target::Local(store) => management::list_keys(store)?,
+            };
+            print_keys(&list.data);
+        }
+        KeysCommand::Revoke { id } => {
+            let revoked: RevokedKey = match &target {
+                Target::Server {
+                    base,
+                    token,
+                    client,
+                } => {
+                    let path = format!("/v1/keys/{id}");
+                    call(
+                        base,
+                        token,
+                        client,
+                        reqwest::Method::DELETE,
+                        &path,
+                        None::<&()>,
+                    )
+                    .await?
+                }
+                Target::Local(store) => management::revoke_key(store, &id)?,
+            };
+            println!("Revoked key {}", revoked.id);
+        }
+    }
+    Ok(())
+}
+
+async fn usage(data_dir: &Path) -> Result<()> {
+    let rows: List<UsageRow> = match target(data_dir).await? {
+        Target::Server {
+            base,
+            token,
+            client,
+        } => {
+            call(
+                &base,
+                &token,
+                &client,
+                reqwest::Method::GET,
+                "/v1/usage",
+                None::<&()>,
+            )
+            .await?
+        }
+        Target::Local(store) => management::usage(&store)?,
+    };
+    println!(
+        "{:<12} {:<28} {:>10} {:>14} {:>18}",
+        "TYPE", "SUBJECT", "REQUESTS", "PROMPT_TOKENS", "COMPLETION_TOKENS"
+    );
+    for row in rows.data {
+        let (kind, subject) = match row.subject {
+            UsageSubject::Key(id) => ("key", id),
+            UsageSubject::Deployment(name) => ("deployment", name),
+        };
+        let c = row.counters;
+        println!(
+            "{kind:<12} {subject:<28} {:>10} {:>14} {:>18}",
+            c.requests, c.prompt_tokens, c.completion_tokens
+        );
+    }
+    Ok(())
+}
+
+async fn models(config: &Config) -> Result<()> {
+    println!(
+        "{:<24} {:<14} {:<12} {:<24} TARGETS",
+        "NAME", "KIND", "STATE", "ALIASES"
+    );
+    if let Some((info, token)) = runtime_files::discover(&config.data_dir) {
+        let base = format!("http://{}", info.addr);
+        let client = reqwest::Client::new();
+        let answer: Result<List<serde_json::Value>> = call(
+            &base,
+            &token,
+            &client,
+            reqwest::Method::GET,
+            "/v1/models",
+            None::<&()>,
+        )
+        .await;
+        if let Ok(list) = answer {
+            eprintln!("(as reported by the running server at {base})");
+            let registry = Registry::from_config(&config.deployments);
+            for model in list.data.iter().filter(|m| m.get("alias_of").is_none()) {
+                let field = |k: &str| {
+                    model
+                        .get(k)
+                        .and_then(|v| v.as_str())
+                        .unwrap_or("")
+                        .to_owned()
+                };
+                let name = field("id");
+                let targets = registry
+                    .resolve(&name)
+                    .map(|d| d.targets_summary())
+                    .unwrap_or_default();
+                let aliases = model
+                    .get("aliases")
+                    .map(|a| a.to_string())
+                    .unwrap_or_default();
+                println!(
+                    "{name:<24} {:<14} {:<12} {aliases:<24} {targets}",
+                    field("kind"),
+                    field("state")
+                );
+            }
+            return Ok(());
+        }
+    }
+    eprintln!("(no running server found; showing the configuration)");
+    for deployment in Registry::from_config(&config.deployments).iter() {
+        let state = match &deployment.state {
+            hearth::deployments::DeploymentState::Ready => "ready",
+            hearth::deployments::DeploymentState::Loading => "loading",
+            hearth::deployments::DeploymentState::Unavailable(_) => "unavailable",
+        };
+        println!(
+            "{:<24} {:<14} {:<12} {:<24} {}",
+            deployment.name(),
+            deployment.kind().as_str(),
+            state,
+            deployment.config.aliases.join(","),
+            deployment.targets_summary()
+        );
+    }
+    Ok(())
+}
+
+fn print_keys(keys: &[KeyInfo]) {
+    println!(
+        "{:<12} {:<20} {:<32} {:<9} {:<22} {:<20} {:<20} LAST_USED",
+        "ID", "NAME", "KEY", "STATUS", "SCOPES", "MODELS", "EXPIRES"
+    );
+    for k in keys {
+        println!(
+            "{:<12} {:<20} {:<32} {:<9} {:<22} {:<20} {:<20} {}",
+            k.id,
+            k.name,
+            k.masked_key,
+            k.status,
+            join(&k.scopes),
+            k.models.as_ref().map_or("all".to_owned(), |m| m.join(",")),
+            k.expires_at.map_or("never".to_owned(), format_time),
+            k.last_used_at.map_or("never".to_owned(), format_time),
+        );
+    }
+}
+
+fn join(scopes: &[Scope]) -> String {
+    scopes
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+fn format_time(unix: u64) -> String {
+    humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + std::time::Duration::from_secs(unix))
+        .to_string()
+}

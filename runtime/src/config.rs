@@ -1,0 +1,346 @@
+//! The configuration file (`hearth.toml`), its defaults, overrides and validation.
+//!
+//! Precedence, lowest first: built-in defaults, the file, `HEARTH_*` environment
+//! variables, command-line flags. The CLI resolves the last two (clap reads both)
+//! and hands them to [`Config::apply_overrides`]. Relative paths in the file are
+//! resolved against the file's own folder, so a config works from any directory.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{HearthError, Result};
+
+/// 32 MiB: OpenAI accepts 25 MB audio uploads, and multipart adds overhead.
+pub const DEFAULT_MAX_BODY_BYTES: usize = 32 * 1024 * 1024;
+
+/// The whole configuration.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Address to listen on. Port 0 picks a free port (written to `<data_dir>/server.json`).
+    #[serde(default = "default_bind")]
+    pub bind: SocketAddr,
+    /// Where sled and the server's runtime files live.
+    #[serde(default = "default_data_dir")]
+    pub data_dir: PathBuf,
+    /// Whether every inference request needs a key. Unset: required on non-loopback
+    /// binds; on loopback the server is open until the first key exists.
+    #[serde(default)]
+    pub require_auth: Option<bool>,
+    /// The explicit opt-in to serve without keys on a non-loopback address.
+    #[serde(default)]
+    pub allow_unauthenticated_remote: bool,
+    /// Largest request body accepted, in bytes (413 beyond).
+    #[serde(default = "default_max_body_bytes")]
+    pub max_body_bytes: usize,
+    /// What clients can name in `model`.
+    #[serde(default)]
+    pub deployments: Vec<DeploymentConfig>,
+}
+
+/// One deployment: a name clients use, and where it runs.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeploymentConfig {
+    pub name: String,
+    #[serde(default)]
+    pub aliases: Vec<String>,
+    pub kind: ModelKind,
+    /// Accept any method on `/model/proxy/{*path}` for this deployment.
+    #[serde(default)]
+    pub generic_proxy: bool,
+    pub targets: Vec<TargetConfig>,
+}
+
+/// What a deployment serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ModelKind {
+    Chat,
+    Completion,
+    Embedding,
+    Image,
+    Speech,
+    Transcription,
+    /// A proxied backend that serves whatever its upstream serves.
+    Any,
+}
+
+impl ModelKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ModelKind::Chat => "chat",
+            ModelKind::Completion => "completion",
+            ModelKind::Embedding => "embedding",
+            ModelKind::Image => "image",
+            ModelKind::Speech => "speech",
+            ModelKind::Transcription => "transcription",
+            ModelKind::Any => "any",
+        }
+    }
+}
+
+/// Where one replica of a deployment runs: a local model source, or an upstream server.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TargetConfig {
+    /// Local model: a file or folder (relative to the config file).
+    pub source: Option<PathBuf>,
+    /// Local device: `auto`, `wgpu` or `cpu`.
+    pub device: Option<DeviceChoice>,
+    /// Upstream server base URL.
+    pub upstream: Option<String>,
+    /// Environment variable holding the credential sent upstream.
+    pub api_key_env: Option<String>,
+    /// Routing weight among the deployment's targets.
+    pub weight: Option<u32>,
+}
+
+/// Which compute device a local target asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DeviceChoice {
+    Auto,
+    Wgpu,
+    Cpu,
+}
+
+fn default_bind() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 8080))
+}
+
+fn default_data_dir() -> PathBuf {
+    PathBuf::from("./data")
+}
+
+fn default_max_body_bytes() -> usize {
+    DEFAULT_MAX_BODY_BYTES
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            bind: default_bind(),
+            data_dir: default_data_dir(),
+            require_auth: None,
+            allow_unauthenticated_remote: false,
+            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            deployments: Vec::new(),
+        }
+    }
+}
+
+/// Values from flags or the environment that beat the file.
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    pub bind: Option<SocketAddr>,
+    pub data_dir: Option<PathBuf>,
+    pub require_auth: Option<bool>,
+}
+
+impl Config {
+    /// Reads and validates a config file.
+    pub fn load(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| HearthError::io(format!("cannot read config {}", path.display()), e))?;
+        let mut config = Self::parse(&text)
+            .map_err(|e| HearthError::Config(format!("{}: {e}", path.display())))?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        config.resolve_paths(base);
+        Ok(config)
+    }
+
+    /// Parses and validates config text; errors name the field (and line).
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let config: Config = toml::from_str(text).map_err(|e| e.to_string().trim().to_owned())?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn resolve_paths(&mut self, base: &Path) {
+        if self.data_dir.is_relative() {
+            self.data_dir = base.join(&self.data_dir);
+        }
+        for target in self
+            .deployments
+            .iter_mut()
+            .flat_map(|d| d.targets.iter_mut())
+        {
+            if let Some(source) = target.source.as_mut().filter(|s| s.is_relative()) {
+                *source = base.join(&*source);
+            }
+        }
+    }
+
+    pub fn apply_overrides(&mut self, overrides: &Overrides) {
+        if let Some(bind) = overrides.bind {
+            self.bind = bind;
+        }
+        if let Some(dir) = &overrides.data_dir {
+            self.data_dir = dir.clone();
+        }
+        if let Some(require) = overrides.require_auth {
+            self.require_auth = Some(require);
+        }
+    }
+
+    /// Checks that cross fields agree; the message names the field.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.max_body_bytes == 0 {
+            return Err("max_body_bytes: must be greater than 0".into());
+        }
+        let mut names = HashSet::new();
+        for (i, dep) in self.deployments.iter().enumerate() {
+            let at = format!("deployments[{i}]");
+            if dep.name.trim().is_empty() {
+                return Err(format!("{at}.name: must not be empty"));
+            }
+            for name in std::iter::once(&dep.name).chain(&dep.aliases) {
+                if name.trim().is_empty() {
+                    return Err(format!("{at}.aliases: an alias must not be empty"));
+                }
+                if !names.insert(name.as_str()) {
+                    return Err(format!(
+                        "{at}: the name or alias `{name}` is used by more than one deployment"
+                    ));
+                }
+            }
+            if dep.targets.is_empty() {
+                return Err(format!(
+                    "{at}.targets: a deployment needs at least one target"
+                ));
+            }
+            for (j, target) in dep.targets.iter().enumerate() {
+                target.validate(&format!("{at}.targets[{j}]"))?;
+            }
+            if dep.generic_proxy && dep.targets.iter().any(|t| t.upstream.is_none()) {
+                return Err(format!(
+                    "{at}.generic_proxy: only upstream targets can be proxied"
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether every inference request must carry a key.
+    pub fn auth_required(&self) -> bool {
+        self.require_auth.unwrap_or(!self.bind.ip().is_loopback())
+    }
+
+    /// Refuses an open server on a non-loopback address unless explicitly allowed.
+    pub fn check_bind_policy(&self) -> Result<()> {
+        if !self.auth_required()
+            && !self.bind.ip().is_loopback()
+            && !self.allow_unauthenticated_remote
+        {
+            return Err(HearthError::Config(format!(
+                "require_auth: refusing to serve without authentication on non-loopback address {}; \
+                 set `require_auth = true`, bind to 127.0.0.1, or set `allow_unauthenticated_remote = true`",
+                self.bind
+            )));
+        }
+        Ok(())
+    }
+}
+
+impl TargetConfig {
+    fn validate(&self, at: &str) -> Result<(), String> {
+        match (&self.source, &self.upstream) {
+            (Some(_), Some(_)) => {
+                return Err(format!("{at}: set either `source` or `upstream`, not both"));
+            }
+            (None, None) => {
+                return Err(format!(
+                    "{at}: set `source` (a local model) or `upstream` (a URL)"
+                ));
+            }
+            (None, Some(url)) => {
+                if !(url.starts_with("http://") || url.starts_with("https://")) {
+                    return Err(format!("{at}.upstream: `{url}` is not an http(s) URL"));
+                }
+                if self.device.is_some() {
+                    return Err(format!("{at}.device: only local targets have a device"));
+                }
+            }
+            (Some(_), None) => {
+                if self.api_key_env.is_some() {
+                    return Err(format!(
+                        "{at}.api_key_env: only upstream targets take a credential"
+                    ));
+                }
+            }
+        }
+        if self.weight == Some(0) {
+            return Err(format!("{at}.weight: must be at least 1"));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_loopback_and_open_until_keys() {
+        let config = Config::parse("").unwrap();
+        assert_eq!(config.bind.to_string(), "127.0.0.1:8080");
+        assert!(!config.auth_required());
+        config.check_bind_policy().unwrap();
+    }
+
+    #[test]
+    fn unknown_field_is_named() {
+        let err = Config::parse("bnid = \"0.0.0.0:1\"").unwrap_err();
+        assert!(err.contains("bnid"), "{err}");
+    }
+
+    #[test]
+    fn wrong_type_is_named() {
+        let err = Config::parse("require_auth = \"yes\"").unwrap_err();
+        assert!(err.contains("require_auth"), "{err}");
+    }
+
+    #[test]
+    fn target_needs_exactly_one_place() {
+        let text =
+            "[[deployments]]\nname='a'\nkind='chat'\n[[deployments.targets]]\ndevice='cpu'\n";
+        let err = Config::parse(text).unwrap_err();
+        assert!(err.contains("deployments[0].targets[0]"), "{err}");
+    }
+
+    #[test]
+    fn duplicate_alias_is_rejected() {
+        let text = "[[deployments]]\nname='a'\nkind='chat'\n[[deployments.targets]]\nsource='x'\n\
+                    [[deployments]]\nname='b'\naliases=['a']\nkind='chat'\n[[deployments.targets]]\nsource='y'\n";
+        let err = Config::parse(text).unwrap_err();
+        assert!(err.contains("`a`"), "{err}");
+    }
+
+    #[test]
+    fn open_remote_bind_is_refused_unless_explicit() {
+        let mut config = Config::parse("bind = '0.0.0.0:8080'\nrequire_auth = false").unwrap();
+        assert!(config.check_bind_policy().is_err());
+        config.allow_unauthenticated_remote = true;
+        config.check_bind_policy().unwrap();
+        let remote = Config::parse("bind = '0.0.0.0:8080'").unwrap();
+        assert!(remote.auth_required());
+    }
+
+    #[test]
+    fn relative_paths_follow_the_config_file() {
+        let mut config = Config::parse(
+            "data_dir='d'\n[[deployments]]\nname='a'\nkind='embedding'\n[[deployments.targets]]\nsource='m'\n",
+        )
+        .unwrap();
+        config.resolve_paths(Path::new("/etc/hearth"));
+        assert_eq!(config.data_dir, Path::new("/etc/hearth/d"));
+        assert_eq!(
+            config.deployments[0].targets[0].source.as_deref(),
+            Some(Path::new("/etc/hearth/m"))
+        );
+    }
+}

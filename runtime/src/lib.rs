@@ -1,0 +1,17 @@
+//! Hearth's runtime: the OpenAI-compatible HTTP API, the auth step, the store and
+//! configuration. The `hearth` binary (`main.rs`) is a thin CLI over this library.
+//!
+//! Direction of dependencies: `api` → `auth`/`management`/`deployments` → `store`.
+
+pub mod api;
+pub mod auth;
+pub mod config;
+pub mod deployments;
+pub mod error;
+pub mod management;
+pub mod metrics;
+pub mod runtime_files;
+pub mod server;
+pub mod store;
+
+pub use error::{HearthError, Result};

@@ -1,0 +1,126 @@
+//! `hearth serve`: opens the store, builds the state, binds, publishes the
+//! runtime files for the CLI, and shuts down gracefully on SIGINT/SIGTERM.
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
+use crate::api::{AppState, app};
+use crate::auth::KeyAuthenticator;
+use crate::config::Config;
+use crate::deployments::Registry;
+use crate::error::{HearthError, Result};
+use crate::management::any_active_key;
+use crate::runtime_files::{self, ServerInfo};
+use crate::store::{SledStore, Store, now_unix};
+
+/// Builds the application state over an open store.
+pub fn build_state(
+    config: Config,
+    store: Arc<dyn Store>,
+    admin_token: Option<String>,
+) -> Result<AppState> {
+    let open = !config.auth_required() && !any_active_key(&*store)?;
+    let open = Arc::new(AtomicBool::new(open));
+    let auth = Arc::new(KeyAuthenticator::new(
+        store.clone(),
+        admin_token,
+        open.clone(),
+    ));
+    Ok(AppState {
+        registry: Arc::new(Registry::from_config(&config.deployments)),
+        config: Arc::new(config),
+        store,
+        auth,
+        open,
+        metrics: crate::metrics::handle(),
+        started_at: now_unix(),
+    })
+}
+
+/// Runs the server until a shutdown signal.
+pub async fn serve(config: Config) -> Result<()> {
+    config.check_bind_policy()?;
+    let data_dir = config.data_dir.clone();
+    let store: Arc<dyn Store> = Arc::new(SledStore::open(&data_dir)?);
+    let admin_token = runtime_files::new_admin_token();
+    let state = build_state(config, store.clone(), Some(admin_token.clone()))?;
+
+    let listener = tokio::net::TcpListener::bind(state.config.bind)
+        .await
+        .map_err(|e| HearthError::io(format!("cannot bind {}", state.config.bind), e))?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| HearthError::io("cannot read the bound address", e))?;
+
+    log_startup(&state, addr);
+    runtime_files::publish(
+        &data_dir,
+        &ServerInfo {
+            addr,
+            pid: std::process::id(),
+        },
+        &admin_token,
+    )?;
+
+    let served = axum::serve(listener, app(state))
+        .with_graceful_shutdown(shutdown_signal())
+        .await;
+    runtime_files::withdraw(&data_dir);
+    store.flush()?;
+    tracing::info!("hearth stopped");
+    served.map_err(|e| HearthError::io("server error", e))
+}
+
+fn log_startup(state: &AppState, addr: std::net::SocketAddr) {
+    tracing::info!(%addr, "hearth listening on http://{addr}");
+    tracing::info!(data_dir = %state.config.data_dir.display(), "data dir");
+    for deployment in state.registry.iter() {
+        tracing::info!(
+            name = deployment.name(),
+            aliases = ?deployment.config.aliases,
+            kind = deployment.kind().as_str(),
+            targets = %deployment.targets_summary(),
+            state = ?deployment.state,
+            "deployment loaded"
+        );
+    }
+    if state.registry.is_empty() {
+        tracing::warn!("no deployments configured: /v1/models is empty");
+    }
+    if state.open.load(std::sync::atomic::Ordering::Acquire) {
+        tracing::warn!(
+            "auth: OPEN — no API key exists and require_auth is off, so loopback clients need no key; \
+             the first `hearth keys create` turns key checks on"
+        );
+    } else {
+        tracing::info!("auth: required (Authorization: Bearer <key> or X-API-Key)");
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::error!(error = %e, "cannot listen for Ctrl-C");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+    tracing::info!("shutdown signal received; finishing in-flight requests");
+}
