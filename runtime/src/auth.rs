@@ -100,7 +100,7 @@ pub trait Authenticator: Send + Sync + std::fmt::Debug + 'static {
 }
 
 /// The credential a client sent: `Authorization: Bearer <key>` or `X-API-Key: <key>`.
-pub fn credential<'a>(headers: &'a HeaderMap) -> Option<&'a str> {
+pub fn credential(headers: &HeaderMap) -> Option<&str> {
     let bearer = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
