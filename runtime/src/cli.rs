@@ -37,6 +37,8 @@ pub enum Command {
     Models,
     /// Show usage per key and per deployment.
     Usage,
+    /// List the compute devices this build can run models on.
+    Devices,
 }
 
 #[derive(Debug, Args)]

@@ -39,6 +39,16 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Keys(command) => runtime.block_on(keys(&config.data_dir, command)),
         Command::Models => runtime.block_on(models(&config)),
         Command::Usage => runtime.block_on(usage(&config.data_dir)),
+        Command::Devices => {
+            println!("{:<8} {:<10} NOTE", "DEVICE", "AVAILABLE");
+            for device in hearth::engine::list_devices() {
+                println!(
+                    "{:<8} {:<10} {}",
+                    device.name, device.available, device.note
+                );
+            }
+            Ok(())
+        }
     }
 }
 
@@ -305,11 +315,7 @@ async fn models(config: &Config) -> Result<()> {
     }
     eprintln!("(no running server found; showing the configuration)");
     for deployment in Registry::from_config(&config.deployments).iter() {
-        let state = match &deployment.state {
-            hearth::deployments::DeploymentState::Ready => "ready",
-            hearth::deployments::DeploymentState::Loading => "loading",
-            hearth::deployments::DeploymentState::Unavailable(_) => "unavailable",
-        };
+        let state = deployment.state.as_str();
         println!(
             "{:<24} {:<14} {:<12} {:<24} {}",
             deployment.name(),

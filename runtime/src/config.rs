@@ -52,6 +52,13 @@ pub struct DeploymentConfig {
     /// Accept any method on `/model/proxy/{*path}` for this deployment.
     #[serde(default)]
     pub generic_proxy: bool,
+    /// Embeddings: cut inputs longer than the model's limit instead of refusing them.
+    #[serde(default)]
+    pub truncate_inputs: bool,
+    /// Most sequences the engine runs in one batch.
+    pub max_batch_size: Option<usize>,
+    /// Requests that may wait for the engine before new ones get 503.
+    pub max_queued_requests: Option<usize>,
     pub targets: Vec<TargetConfig>,
 }
 
@@ -215,6 +222,11 @@ impl Config {
             }
             for (j, target) in dep.targets.iter().enumerate() {
                 target.validate(&format!("{at}.targets[{j}]"))?;
+            }
+            if dep.max_batch_size == Some(0) || dep.max_queued_requests == Some(0) {
+                return Err(format!(
+                    "{at}: max_batch_size and max_queued_requests must be at least 1"
+                ));
             }
             if dep.generic_proxy && dep.targets.iter().any(|t| t.upstream.is_none()) {
                 return Err(format!(

@@ -1,13 +1,16 @@
-//! The deployment registry: what clients can name in `model`, resolved by name or alias.
+//! The deployment registry: what clients can name in `model`, resolved by name or
+//! alias, with the backend that serves each one once it is loaded.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use crate::config::{DeploymentConfig, ModelKind};
+use crate::config::{DeploymentConfig, DeviceChoice, ModelKind};
+use crate::engine::{Backend, EmbeddingEngine, EmbeddingOptions};
 
-/// Whether a deployment can serve requests in this build.
+/// Whether a deployment can serve requests.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
 #[serde(tag = "state", content = "reason", rename_all = "snake_case")]
 pub enum DeploymentState {
@@ -15,6 +18,26 @@ pub enum DeploymentState {
     Loading,
     /// Configured, but nothing in this build serves it; the reason says why.
     Unavailable(String),
+    /// Its model failed to load; the reason says why.
+    Failed(String),
+}
+
+impl DeploymentState {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            DeploymentState::Ready => "ready",
+            DeploymentState::Loading => "loading",
+            DeploymentState::Unavailable(_) => "unavailable",
+            DeploymentState::Failed(_) => "failed",
+        }
+    }
+
+    pub fn reason(&self) -> Option<&str> {
+        match self {
+            DeploymentState::Unavailable(r) | DeploymentState::Failed(r) => Some(r),
+            _ => None,
+        }
+    }
 }
 
 /// One deployment as the server knows it.
@@ -22,6 +45,7 @@ pub enum DeploymentState {
 pub struct Deployment {
     pub config: DeploymentConfig,
     pub state: DeploymentState,
+    pub backend: Option<Backend>,
 }
 
 impl Deployment {
@@ -56,12 +80,26 @@ pub struct Registry {
 }
 
 impl Registry {
-    /// Builds the registry from validated config. Local and upstream serving arrive
-    /// with the engine and the proxy; until then a deployment says so in its state.
+    /// The registry as configured, nothing loaded (for the CLI's offline view).
     pub fn from_config(configs: &[DeploymentConfig]) -> Self {
+        Self::build(configs, |config| {
+            (DeploymentState::Unavailable(unserved_reason(config)), None)
+        })
+    }
+
+    /// Loads every local model this build can run, each on its own worker.
+    /// A model that fails to load is marked failed; the others still serve.
+    pub fn load(configs: &[DeploymentConfig]) -> Self {
+        Self::build(configs, load_backend)
+    }
+
+    fn build(
+        configs: &[DeploymentConfig],
+        mut backend_for: impl FnMut(&DeploymentConfig) -> (DeploymentState, Option<Backend>),
+    ) -> Self {
         let mut registry = Registry::default();
         for config in configs {
-            let state = DeploymentState::Unavailable(unserved_reason(config));
+            let (state, backend) = backend_for(config);
             let at = registry.deployments.len();
             for name in std::iter::once(&config.name).chain(&config.aliases) {
                 registry.index.insert(name.clone(), at);
@@ -69,6 +107,7 @@ impl Registry {
             registry.deployments.push(Deployment {
                 config: config.clone(),
                 state,
+                backend,
             });
         }
         registry
@@ -89,6 +128,48 @@ impl Registry {
 
     pub fn is_empty(&self) -> bool {
         self.deployments.is_empty()
+    }
+}
+
+fn load_backend(config: &DeploymentConfig) -> (DeploymentState, Option<Backend>) {
+    let local = config.targets.iter().find(|t| t.source.is_some());
+    let (ModelKind::Embedding, Some(target), Some(source)) =
+        (config.kind, local, local.and_then(|t| t.source.as_ref()))
+    else {
+        return (DeploymentState::Unavailable(unserved_reason(config)), None);
+    };
+    if config.targets.len() > 1 {
+        tracing::warn!(deployment = %config.name, "only the first local target is served; replicas need the proxy");
+    }
+    let defaults = EmbeddingOptions::default();
+    let options = EmbeddingOptions {
+        max_batch_size: config.max_batch_size.unwrap_or(defaults.max_batch_size),
+        max_queued_requests: config
+            .max_queued_requests
+            .unwrap_or(defaults.max_queued_requests),
+        ..defaults
+    };
+    let device = target.device.unwrap_or(DeviceChoice::Auto);
+    let started = std::time::Instant::now();
+    match EmbeddingEngine::start(&config.name, source, device, options) {
+        Ok(engine) => {
+            tracing::info!(
+                deployment = %config.name,
+                device = engine.device_name(),
+                dimensions = engine.dimensions(),
+                max_input_tokens = engine.max_input_tokens(),
+                seconds = started.elapsed().as_secs_f32(),
+                "embedding model ready"
+            );
+            (
+                DeploymentState::Ready,
+                Some(Backend::Embedding(Arc::new(engine))),
+            )
+        }
+        Err(e) => {
+            tracing::error!(deployment = %config.name, error = %e, "model failed to load");
+            (DeploymentState::Failed(e.to_string()), None)
+        }
     }
 }
 
@@ -118,5 +199,20 @@ mod tests {
         assert_eq!(registry.resolve("m").unwrap().name(), "m");
         assert_eq!(registry.resolve("y").unwrap().name(), "m");
         assert!(registry.resolve("z").is_none());
+    }
+
+    #[test]
+    fn a_missing_model_is_failed_not_fatal() {
+        let config = Config::parse(
+            "[[deployments]]\nname='e'\nkind='embedding'\n[[deployments.targets]]\nsource='/nonexistent'\n",
+        )
+        .unwrap();
+        let registry = Registry::load(&config.deployments);
+        let state = &registry.resolve("e").unwrap().state;
+        assert_eq!(state.as_str(), "failed");
+        assert!(
+            state.reason().unwrap().contains("/nonexistent"),
+            "{state:?}"
+        );
     }
 }

@@ -7,6 +7,7 @@ pub mod api;
 pub mod auth;
 pub mod config;
 pub mod deployments;
+pub mod engine;
 pub mod error;
 pub mod management;
 pub mod metrics;

@@ -27,7 +27,7 @@ pub fn build_state(
         open.clone(),
     ));
     Ok(AppState {
-        registry: Arc::new(Registry::from_config(&config.deployments)),
+        registry: Arc::new(Registry::load(&config.deployments)),
         config: Arc::new(config),
         store,
         auth,

@@ -5,7 +5,7 @@ use hearth_e2e::{Server, create_key, hearth};
 use reqwest::StatusCode;
 use reqwest::blocking::Client;
 
-use crate::CONFIG;
+use crate::config;
 
 fn models_status(server: &Server, key: &str) -> StatusCode {
     Client::new()
@@ -23,7 +23,7 @@ fn key_created_offline_works_once_served() {
     let key = create_key(&data, &["--name", "offline", "--models", "default"]).unwrap();
     assert!(key.starts_with("hth_"), "{key}");
 
-    let server = Server::start(dir.path(), CONFIG, &[]).unwrap();
+    let server = Server::start(dir.path(), &config(), &[]).unwrap();
     assert_eq!(models_status(&server, &key), StatusCode::OK);
     assert_eq!(
         models_status(&server, "hth_aaaaaaaaaaaa_nope"),
@@ -56,7 +56,7 @@ fn key_created_offline_works_once_served() {
 #[test]
 fn keys_commands_work_while_the_server_runs() {
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(dir.path(), CONFIG, &[]).unwrap();
+    let server = Server::start(dir.path(), &config(), &[]).unwrap();
     let output = hearth(
         &server.dir,
         &[
@@ -138,7 +138,7 @@ fn keys_commands_work_while_the_server_runs() {
 #[test]
 fn a_key_created_right_before_kill_9_survives() {
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(dir.path(), CONFIG, &[]).unwrap();
+    let server = Server::start(dir.path(), &config(), &[]).unwrap();
     let created: serde_json::Value = Client::new()
         .post(server.url("/v1/keys"))
         .bearer_auth(&server.admin_token)
@@ -150,7 +150,7 @@ fn a_key_created_right_before_kill_9_survives() {
     let key = created["key"].as_str().unwrap().to_owned();
     server.kill9().unwrap();
 
-    let server = Server::start(dir.path(), CONFIG, &[]).unwrap();
+    let server = Server::start(dir.path(), &config(), &[]).unwrap();
     assert_eq!(models_status(&server, &key), StatusCode::OK);
 }
 

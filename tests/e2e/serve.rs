@@ -7,12 +7,12 @@ use hearth_e2e::{Server, hearth_bin};
 use reqwest::StatusCode;
 use reqwest::blocking::Client;
 
-use crate::CONFIG;
+use crate::config;
 
 #[test]
 fn open_on_loopback_until_a_key_exists() {
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(dir.path(), CONFIG, &[]).unwrap();
+    let server = Server::start(dir.path(), &config(), &[]).unwrap();
     assert!(server.log().contains("auth: OPEN"), "{}", server.log());
     let models = Client::new().get(server.url("/v1/models")).send().unwrap();
     assert_eq!(models.status(), StatusCode::OK);
@@ -21,7 +21,7 @@ fn open_on_loopback_until_a_key_exists() {
 #[test]
 fn require_auth_flag_beats_the_file() {
     let dir = tempfile::tempdir().unwrap();
-    let config = format!("require_auth = false\n{CONFIG}");
+    let config = format!("require_auth = false\n{}", config());
     let server = Server::start(dir.path(), &config, &["--require-auth", "true"]).unwrap();
     let models = Client::new().get(server.url("/v1/models")).send().unwrap();
     assert_eq!(models.status(), StatusCode::UNAUTHORIZED);
@@ -123,7 +123,7 @@ fn bad_config_names_the_field() {
 #[test]
 fn http_contract_over_a_socket() {
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(dir.path(), CONFIG, &[]).unwrap();
+    let server = Server::start(dir.path(), &config(), &[]).unwrap();
     let client = Client::new();
 
     let response = client
@@ -167,7 +167,7 @@ fn http_contract_over_a_socket() {
 #[test]
 fn sigterm_shuts_down_cleanly_and_removes_runtime_files() {
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(dir.path(), CONFIG, &[]).unwrap();
+    let server = Server::start(dir.path(), &config(), &[]).unwrap();
     let data = server.dir.clone();
     let status = server.terminate().unwrap();
     assert!(status.success(), "{status}");

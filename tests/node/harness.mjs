@@ -7,6 +7,7 @@ import { join, resolve, dirname } from "node:path";
 import { fileURLToPath } from "node:url";
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), "../..");
+const MODELS = process.env.HEARTH_MODELS_DIR ?? join(ROOT, ".models");
 
 export const CONFIG = `
 [[deployments]]
@@ -20,7 +21,7 @@ kind = "chat"
 name = "all-minilm"
 kind = "embedding"
   [[deployments.targets]]
-  source = "models/all-minilm-l6-v2"
+  source = "${join(MODELS, "all-minilm-l6-v2")}"
 `;
 
 export function hearthBin() {

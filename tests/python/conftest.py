@@ -15,6 +15,7 @@ import urllib.request
 import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
+MODELS = pathlib.Path(os.environ.get("HEARTH_MODELS_DIR", ROOT / ".models"))
 
 CONFIG = """
 [[deployments]]
@@ -26,10 +27,11 @@ kind = "chat"
 
 [[deployments]]
 name = "all-minilm"
+aliases = ["text-embedding-3-small"]
 kind = "embedding"
   [[deployments.targets]]
-  source = "models/all-minilm-l6-v2"
-"""
+  source = "MINILM"
+""".replace("MINILM", str(MODELS / "all-minilm-l6-v2"))
 
 
 def hearth_bin() -> str:

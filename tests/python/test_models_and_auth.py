@@ -16,14 +16,14 @@ def client(server, key="unused"):
 
 def test_open_server_lists_models_with_aliases(server):
     ids = [m.id for m in client(server).models.list()]
-    assert ids == ["smollm2", "all-minilm", "default"]
+    assert ids == ["smollm2", "all-minilm", "default", "text-embedding-3-small"]
 
 
 def test_key_from_cli_lists_and_retrieves(server):
     key = server.create_key("--name", "sdk")
     assert key.startswith("hth_")
     models = client(server, key).models.list()
-    assert {m.id for m in models.data} == {"smollm2", "all-minilm", "default"}
+    assert {m.id for m in models.data} == {"smollm2", "all-minilm", "default", "text-embedding-3-small"}
     model = client(server, key).models.retrieve("default")
     assert model.id == "default"
     assert model.object == "model"

@@ -72,7 +72,7 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, HearthError> {
                 }
             }
             _ => {
-                let param = (path != ".").then_some(path);
+                let param = param_of(&path, &inner.to_string());
                 HearthError::InvalidRequest {
                     message: match &param {
                         Some(p) => format!("invalid value for `{p}`: {inner}"),
@@ -82,6 +82,35 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, HearthError> {
                     code: Some("invalid_type"),
                 }
             }
+        }
+    })
+}
+
+/// The parameter a serde error is about: its path, or for a missing field the
+/// field's own name (serde reports those at the parent's path).
+fn param_of(path: &str, message: &str) -> Option<String> {
+    let missing = message
+        .strip_prefix("missing field `")
+        .and_then(|rest| rest.split('`').next());
+    match (path, missing) {
+        (".", Some(field)) => Some(field.to_owned()),
+        (parent, Some(field)) => Some(format!("{parent}.{field}")),
+        (".", None) => None,
+        (path, None) => Some(path.to_owned()),
+    }
+}
+
+/// Converts an already parsed body into `T`, naming the offending field.
+pub fn from_value<T: DeserializeOwned>(value: serde_json::Value) -> Result<T, HearthError> {
+    serde_path_to_error::deserialize(value).map_err(|error| {
+        let param = param_of(&error.path().to_string(), &error.inner().to_string());
+        HearthError::InvalidRequest {
+            message: match &param {
+                Some(p) => format!("invalid value for `{p}`: {}", error.inner()),
+                None => format!("invalid request body: {}", error.inner()),
+            },
+            param,
+            code: Some("invalid_type"),
         }
     })
 }
@@ -115,6 +144,15 @@ mod tests {
     fn wrong_type_names_the_nested_field() {
         assert_eq!(
             param_of(r#"{"name":"a","inner":{"count":"x"}}"#).as_deref(),
+            Some("inner.count")
+        );
+    }
+
+    #[test]
+    fn missing_field_is_the_param() {
+        assert_eq!(param_of(r#"{"inner":null}"#).as_deref(), Some("name"));
+        assert_eq!(
+            param_of(r#"{"name":"a","inner":{}}"#).as_deref(),
             Some("inner.count")
         );
     }

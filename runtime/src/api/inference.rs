@@ -116,21 +116,56 @@ fn admit<'a>(
     Ok(deployment)
 }
 
-fn dispatch(deployment: &Deployment, endpoint: &str) -> Result<Response> {
+/// The answer for a deployment that has no backend for this request.
+pub fn unserved(deployment: &Deployment, endpoint: &str) -> HearthError {
     match &deployment.state {
-        DeploymentState::Unavailable(reason) => Err(HearthError::NotImplemented(format!(
+        DeploymentState::Unavailable(reason) => HearthError::NotImplemented(format!(
             "the model `{}` cannot serve {endpoint}: {reason}",
             deployment.name()
-        ))),
-        DeploymentState::Loading => Err(HearthError::Unavailable(format!(
+        )),
+        DeploymentState::Failed(reason) => HearthError::Unavailable(format!(
+            "the model `{}` failed to load: {reason}",
+            deployment.name()
+        )),
+        DeploymentState::Loading => HearthError::Unavailable(format!(
             "the model `{}` is still loading; retry shortly",
             deployment.name()
-        ))),
-        DeploymentState::Ready => Err(HearthError::Internal(format!(
-            "deployment `{}` is ready but has no backend",
+        )),
+        DeploymentState::Ready => HearthError::NotImplemented(format!(
+            "the model `{}` does not serve {endpoint}",
             deployment.name()
-        ))),
+        )),
     }
+}
+
+/// A JSON request resolved to its deployment: the name the client used and the body.
+#[derive(Debug)]
+pub struct Resolved<'a> {
+    pub deployment: &'a Deployment,
+    pub model: String,
+    pub body: Value,
+}
+
+/// Reads a JSON body and resolves the model it names (header first).
+pub async fn resolve_json<'a>(
+    state: &'a AppState,
+    identity: &Identity,
+    request: Request,
+    accepts: &[ModelKind],
+    endpoint: &str,
+) -> Result<Resolved<'a>> {
+    let from_header = header_model(request.headers())?;
+    let body: Value = parse_json(&read_body(request, state).await?)?;
+    let model = match from_header {
+        Some(model) => model,
+        None => json_model(&body)?,
+    };
+    let deployment = admit(state, identity, &model, accepts, endpoint)?;
+    Ok(Resolved {
+        deployment,
+        model,
+        body,
+    })
 }
 
 async fn json_endpoint(
@@ -140,16 +175,8 @@ async fn json_endpoint(
     accepts: &[ModelKind],
     endpoint: &str,
 ) -> Result<Response> {
-    let from_header = header_model(request.headers())?;
-    let body: Value = parse_json(&read_body(request, &state).await?)?;
-    let model = match from_header {
-        Some(model) => model,
-        None => json_model(&body)?,
-    };
-    dispatch(
-        admit(&state, &identity, &model, accepts, endpoint)?,
-        endpoint,
-    )
+    let resolved = resolve_json(&state, &identity, request, accepts, endpoint).await?;
+    Err(unserved(resolved.deployment, endpoint))
 }
 
 async fn multipart_endpoint(
@@ -163,10 +190,10 @@ async fn multipart_endpoint(
         Some(model) => model,
         None => multipart_model(request, &state).await?,
     };
-    dispatch(
+    Err(unserved(
         admit(&state, &identity, &model, accepts, endpoint)?,
         endpoint,
-    )
+    ))
 }
 
 macro_rules! endpoint {
@@ -193,9 +220,6 @@ endpoint!(
 endpoint!(
     /// Text completions.
     completions, "/v1/completions", &[ModelKind::Chat, ModelKind::Completion], json_endpoint);
-endpoint!(
-    /// Embeddings.
-    embeddings, "/v1/embeddings", &[ModelKind::Embedding], json_endpoint);
 endpoint!(
     /// Image generation.
     image_generations, "/v1/images/generations", &[ModelKind::Image], json_endpoint);

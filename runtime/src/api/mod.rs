@@ -1,5 +1,6 @@
 //! The HTTP API: shared state, the router, and one module per route family.
 
+mod embeddings;
 mod extract;
 mod health;
 mod inference;
@@ -47,7 +48,7 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/models/{id}", get(models::retrieve))
         .route("/v1/chat/completions", post(inference::chat_completions))
         .route("/v1/completions", post(inference::completions))
-        .route("/v1/embeddings", post(inference::embeddings))
+        .route("/v1/embeddings", post(embeddings::create))
         .route("/v1/images/generations", post(inference::image_generations))
         .route("/v1/images/edits", post(inference::image_edits))
         .route("/v1/audio/speech", post(inference::speech))

@@ -9,7 +9,7 @@ use utoipa::ToSchema;
 use super::AppState;
 use crate::auth::Identity;
 use crate::config::ModelKind;
-use crate::deployments::{Deployment, DeploymentState};
+use crate::deployments::Deployment;
 use crate::error::{ErrorEnvelope, HearthError, Result};
 use crate::management::List;
 
@@ -28,7 +28,7 @@ pub struct ModelObject {
     /// On an alias's entry: the deployment it names.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub alias_of: Option<String>,
-    /// `ready`, `loading` or `unavailable`.
+    /// `ready`, `loading`, `unavailable` or `failed`.
     pub state: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub state_reason: Option<String>,
@@ -36,11 +36,6 @@ pub struct ModelObject {
 
 fn model_object(deployment: &Deployment, id: &str, created: u64) -> ModelObject {
     let is_alias = id != deployment.name();
-    let (state, reason) = match &deployment.state {
-        DeploymentState::Ready => ("ready", None),
-        DeploymentState::Loading => ("loading", None),
-        DeploymentState::Unavailable(reason) => ("unavailable", Some(reason.clone())),
-    };
     ModelObject {
         id: id.to_owned(),
         object: "model".to_owned(),
@@ -49,8 +44,8 @@ fn model_object(deployment: &Deployment, id: &str, created: u64) -> ModelObject 
         kind: deployment.kind(),
         aliases: (!is_alias).then(|| deployment.config.aliases.clone()),
         alias_of: is_alias.then(|| deployment.name().to_owned()),
-        state: state.to_owned(),
-        state_reason: reason,
+        state: deployment.state.as_str().to_owned(),
+        state_reason: deployment.state.reason().map(str::to_owned),
     }
 }
 

@@ -1,0 +1,17 @@
+//! The engine: loads local deployments onto a device and runs them on worker
+//! threads that own their weights. One module per model family's worker.
+
+mod device;
+mod embedding;
+
+pub use device::{DeviceReport, list_devices, select_device};
+pub use embedding::{EmbeddingEngine, EmbeddingOptions};
+
+use std::sync::Arc;
+
+/// What serves a ready deployment.
+#[derive(Debug, Clone)]
+pub enum Backend {
+    /// A local sentence-embedding model.
+    Embedding(Arc<EmbeddingEngine>),
+}
