@@ -7,6 +7,12 @@ use std::io::IsTerminal;
 
 use clap::Parser;
 
+/// glibc's allocator returns every multi-megabyte tensor buffer to the OS and
+/// faults it back in on the next operation (1.1M page faults against 16K on an
+/// embedding batch); mimalloc keeps them, for ~1.5x model throughput.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> std::process::ExitCode {
     let cli = cli::Cli::parse();
     tracing_subscriber::fmt()

@@ -23,7 +23,8 @@ pub struct EmbeddingOptions {
     /// Most sequences in one forward pass.
     pub max_batch_size: usize,
     /// Most padded tokens (rows × longest row) in one forward pass: bounds memory
-    /// and keeps one long batch from stalling short requests behind it.
+    /// and keeps one long batch from stalling short requests behind it. Flex's
+    /// throughput per token peaks at a few thousand tokens per pass.
     pub max_batch_tokens: usize,
     /// Requests waiting beyond this get 503 with `Retry-After`.
     pub max_queued_requests: usize,

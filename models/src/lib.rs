@@ -1,0 +1,50 @@
+//! Hearth's model implementations, written in [burn](https://burn.dev).
+//!
+//! Today: BERT-family sentence-embedding encoders ([`EmbeddingModel`]), checked against a numpy
+//! reference of all-MiniLM-L6-v2 (`models/scripts/generate_embedding_reference.py`).
+//!
+//! Models are synchronous and pure: no async runtime, no threads of their own. The server's
+//! engine thread owns them. On the CPU the heavy lifting runs in burn's Flex backend, which
+//! parallelises matmuls and attention over rayon's global pool (`RAYON_NUM_THREADS` sets its
+//! size).
+//!
+//! In burn 0.22 tensors carry their backend in their [`Device`] rather than in a type
+//! parameter, so the model code is backend-generic at run time: pass [`cpu_device()`] for the
+//! pure-Rust CPU backend or, with this crate's `wgpu` feature, `gpu_device()`.
+//!
+//! ```no_run
+//! use hearth_models::{EmbeddingModel, cpu_device};
+//!
+//! let model = EmbeddingModel::load("/models/all-minilm-l6-v2".as_ref(), &cpu_device())?;
+//! let tokens = model.tokenize("A man is eating food.")?;
+//! let vectors = model.embed(&[tokens])?;
+//! assert_eq!(vectors[0].len(), model.dimensions());
+//! # Ok::<(), hearth_models::ModelError>(())
+//! ```
+
+pub mod bert;
+mod embedding;
+mod error;
+mod json;
+mod tokenizer;
+
+pub use burn::tensor::Device;
+pub use embedding::EmbeddingModel;
+pub use error::ModelError;
+pub use tokenizer::TextTokenizer;
+
+/// burn's pure-Rust CPU backend (Flex), the default for Hearth. Tensors on [`cpu_device()`]
+/// run on it.
+pub type CpuBackend = burn::backend::Flex;
+
+/// The CPU device ([`CpuBackend`]): always available, whatever features are on.
+pub fn cpu_device() -> Device {
+    Device::flex()
+}
+
+/// The default GPU device through wgpu (Vulkan, Metal, DX12 or WebGPU, whichever the platform
+/// has). Only with the `wgpu` feature.
+#[cfg(feature = "wgpu")]
+pub fn gpu_device() -> Device {
+    Device::wgpu(burn::tensor::DeviceKind::DefaultDevice)
+}
