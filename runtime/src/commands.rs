@@ -100,6 +100,26 @@ async fn target(data_dir: &Path) -> Result<Target> {
     Ok(Target::Local(store))
 }
 
+impl Target {
+    /// Runs one command: over HTTP on a running server, else with `local` on the store.
+    async fn run<T: DeserializeOwned>(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&impl Serialize>,
+        local: impl FnOnce(&SledStore) -> hearth::Result<T>,
+    ) -> Result<T> {
+        match self {
+            Target::Server {
+                base,
+                token,
+                client,
+            } => call(base, token, client, method, path, body).await,
+            Target::Local(store) => Ok(local(store)?),
+        }
+    }
+}
+
 async fn call<T: DeserializeOwned>(
     base: &str,
     token: &str,
@@ -149,24 +169,11 @@ async fn keys(data_dir: &Path, command: KeysCommand) -> Result<()> {
                 models: (!models.is_empty()).then_some(models),
                 expires_in,
             };
-            let created: CreatedKey = match &target {
-                Target::Server {
-                    base,
-                    token,
-                    client,
-                } => {
-                    call(
-                        base,
-                        token,
-                        client,
-                        reqwest::Method::POST,
-                        "/v1/keys",
-                        Some(&request),
-                    )
-                    .await?
-                }
-                Target::Local(store) => management::create_key(store, request)?,
-            };
+            let created: CreatedKey = target
+                .run(reqwest::Method::POST, "/v1/keys", Some(&request), |store| {
+                    management::create_key(store, request.clone())
+                })
+                .await?;
             let info = &created.info;
             println!("Created key {} ({})", info.id, info.name);
             println!("  scopes:  {}", join(&info.scopes));
@@ -184,46 +191,20 @@ async fn keys(data_dir: &Path, command: KeysCommand) -> Result<()> {
             println!("{}", created.key);
         }
         KeysCommand::List => {
-            let list: List<KeyInfo> = match &target {
-                Target::Server {
-                    base,
-                    token,
-                    client,
-                } => {
-                    call(
-                        base,
-                        token,
-                        client,
-                        reqwest::Method::GET,
-                        "/v1/keys",
-                        None::<&()>,
-                    )
-                    .await?
-                }
-                Target::Local(store) => management::list_keys(store)?,
-            };
+            let list: List<KeyInfo> = target
+                .run(reqwest::Method::GET, "/v1/keys", None::<&()>, |store| {
+                    management::list_keys(store)
+                })
+                .await?;
             print_keys(&list.data);
         }
         KeysCommand::Revoke { id } => {
-            let revoked: RevokedKey = match &target {
-                Target::Server {
-                    base,
-                    token,
-                    client,
-                } => {
-                    let path = format!("/v1/keys/{id}");
-                    call(
-                        base,
-                        token,
-                        client,
-                        reqwest::Method::DELETE,
-                        &path,
-                        None::<&()>,
-                    )
-                    .await?
-                }
-                Target::Local(store) => management::revoke_key(store, &id)?,
-            };
+            let path = format!("/v1/keys/{id}");
+            let revoked: RevokedKey = target
+                .run(reqwest::Method::DELETE, &path, None::<&()>, |store| {
+                    management::revoke_key(store, &id)
+                })
+                .await?;
             println!("Revoked key {}", revoked.id);
         }
     }
@@ -231,24 +212,12 @@ async fn keys(data_dir: &Path, command: KeysCommand) -> Result<()> {
 }
 
 async fn usage(data_dir: &Path) -> Result<()> {
-    let rows: List<UsageRow> = match target(data_dir).await? {
-        Target::Server {
-            base,
-            token,
-            client,
-        } => {
-            call(
-                &base,
-                &token,
-                &client,
-                reqwest::Method::GET,
-                "/v1/usage",
-                None::<&()>,
-            )
-            .await?
-        }
-        Target::Local(store) => management::usage(&store)?,
-    };
+    let rows: List<UsageRow> = target(data_dir)
+        .await?
+        .run(reqwest::Method::GET, "/v1/usage", None::<&()>, |store| {
+            management::usage(store)
+        })
+        .await?;
     println!(
         "{:<12} {:<28} {:>10} {:>14} {:>18}",
         "TYPE", "SUBJECT", "REQUESTS", "PROMPT_TOKENS", "COMPLETION_TOKENS"

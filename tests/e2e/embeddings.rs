@@ -148,6 +148,10 @@ fn concurrent_requests_share_batches() {
             .and_then(|v| v.parse().ok())
             .unwrap_or_else(|| panic!("{name} missing:\n{metrics}"))
     };
+    assert!(
+        metrics.contains(r#"hearth_usage_prompt_tokens_total{deployment="all-minilm"}"#),
+        "{metrics}"
+    );
     let batches = read("hearth_embedding_batch_size_count");
     let sequences = read("hearth_embedding_batch_size_sum");
     assert_eq!(sequences, f64::from(2 * requests));

@@ -9,20 +9,7 @@ import { fileURLToPath } from "node:url";
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), "../..");
 const MODELS = process.env.HEARTH_MODELS_DIR ?? join(ROOT, ".models");
 
-export const CONFIG = `
-[[deployments]]
-name = "smollm2"
-aliases = ["default"]
-kind = "chat"
-  [[deployments.targets]]
-  source = "models/smollm2.gguf"
-
-[[deployments]]
-name = "all-minilm"
-kind = "embedding"
-  [[deployments.targets]]
-  source = "${join(MODELS, "all-minilm-l6-v2")}"
-`;
+export const CONFIG = readFileSync(join(ROOT, "tests/config.toml"), "utf8").replaceAll("@MODELS@", MODELS);
 
 export function hearthBin() {
   if (process.env.HEARTH_BIN) return process.env.HEARTH_BIN;

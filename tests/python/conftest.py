@@ -17,21 +17,7 @@ import pytest
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 MODELS = pathlib.Path(os.environ.get("HEARTH_MODELS_DIR", ROOT / ".models"))
 
-CONFIG = """
-[[deployments]]
-name = "smollm2"
-aliases = ["default"]
-kind = "chat"
-  [[deployments.targets]]
-  source = "models/smollm2.gguf"
-
-[[deployments]]
-name = "all-minilm"
-aliases = ["text-embedding-3-small"]
-kind = "embedding"
-  [[deployments.targets]]
-  source = "MINILM"
-""".replace("MINILM", str(MODELS / "all-minilm-l6-v2"))
+CONFIG = (ROOT / "tests/config.toml").read_text().replace("@MODELS@", str(MODELS))
 
 
 def hearth_bin() -> str:

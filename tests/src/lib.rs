@@ -32,6 +32,25 @@ pub fn hearth_bin() -> PathBuf {
     bin
 }
 
+/// The installed model files (`scripts/fetch-models`): `$HEARTH_MODELS_DIR`, else `<repo>/.models`.
+pub fn models_dir() -> PathBuf {
+    std::env::var_os("HEARTH_MODELS_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../.models"))
+}
+
+/// The shared suite config (`tests/config.toml`) with the real model folder filled in.
+pub fn config() -> String {
+    let models = models_dir();
+    let minilm = models.join("all-minilm-l6-v2");
+    assert!(
+        minilm.join("model.safetensors").exists(),
+        "{} is missing: run scripts/fetch-models",
+        minilm.display()
+    );
+    include_str!("../config.toml").replace("@MODELS@", &models.display().to_string())
+}
+
 /// A running server and its files.
 #[derive(Debug)]
 pub struct Server {

@@ -288,6 +288,10 @@ pub async fn create(
 }
 
 fn record_usage(state: &AppState, identity: &Identity, deployment: &str, prompt_tokens: u64) {
+    metrics::counter!("hearth_usage_requests_total", "deployment" => deployment.to_owned())
+        .increment(1);
+    metrics::counter!("hearth_usage_prompt_tokens_total", "deployment" => deployment.to_owned())
+        .increment(prompt_tokens);
     let deployment_delta = UsageCounters {
         requests: 1,
         prompt_tokens,
