@@ -4,6 +4,9 @@
 //!
 //! Needs the real model: `scripts/fetch-models` installs it in `<repo>/.models`, or set
 //! `HEARTH_MODELS_DIR` to a folder holding `all-minilm-l6-v2/`.
+//!
+//! The reference checks run on the CPU by default; `HEARTH_TEST_DEVICE=wgpu` with
+//! `--features wgpu` runs the same checks on the GPU path (`scripts/test-wgpu`).
 
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
@@ -48,9 +51,19 @@ fn model_dir() -> PathBuf {
     dir
 }
 
+/// The device the reference checks run on: `HEARTH_TEST_DEVICE` (`cpu` or `wgpu`), else the CPU.
+fn test_device() -> hearth_models::Device {
+    match std::env::var("HEARTH_TEST_DEVICE").as_deref() {
+        #[cfg(feature = "wgpu")]
+        Ok("wgpu") => hearth_models::gpu_device(),
+        Ok("cpu") | Err(_) => cpu_device(),
+        Ok(other) => panic!("HEARTH_TEST_DEVICE={other}: expected cpu, or wgpu with --features wgpu"),
+    }
+}
+
 fn model() -> &'static EmbeddingModel {
     static MODEL: OnceLock<EmbeddingModel> = OnceLock::new();
-    MODEL.get_or_init(|| match EmbeddingModel::load(&model_dir(), &cpu_device()) {
+    MODEL.get_or_init(|| match EmbeddingModel::load(&model_dir(), &test_device()) {
         Ok(model) => model,
         Err(err) => panic!("loading all-MiniLM-L6-v2: {err}"),
     })

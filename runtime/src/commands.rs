@@ -269,10 +269,12 @@ async fn models(config: &Config) -> Result<()> {
                     .resolve(&name)
                     .map(|d| d.targets_summary())
                     .unwrap_or_default();
-                let aliases = model
+                let aliases: Vec<&str> = model
                     .get("aliases")
-                    .map(|a| a.to_string())
+                    .and_then(|a| a.as_array())
+                    .map(|a| a.iter().filter_map(|v| v.as_str()).collect())
                     .unwrap_or_default();
+                let aliases = aliases.join(",");
                 println!(
                     "{name:<24} {:<14} {:<12} {aliases:<24} {targets}",
                     field("kind"),
