@@ -53,6 +53,17 @@ pub enum ModelError {
         reason: String,
     },
 
+    /// A GGUF metadata entry the model needs is missing or has the wrong type or value.
+    #[error("metadata `{key}` in {}: {reason}", path.display())]
+    Metadata {
+        /// The GGUF file.
+        path: PathBuf,
+        /// The metadata key (`llama.block_count`).
+        key: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+
     /// A tensor the model needs is absent from the weights file, or has the wrong shape or type.
     #[error("tensor `{tensor}` in {}: {reason}", path.display())]
     Tensor {
@@ -71,6 +82,10 @@ pub enum ModelError {
     /// An input batch the model cannot run (empty sequence, too long, unknown token id).
     #[error("invalid input: {0}")]
     InvalidInput(String),
+
+    /// A chat template does not compile or fails to render.
+    #[error("chat template: {0}")]
+    Template(String),
 
     /// The backend failed while running or reading back a tensor.
     #[error("backend error: {0}")]

@@ -1,7 +1,9 @@
 //! Hearth's model implementations, written in [burn](https://burn.dev).
 //!
 //! Today: BERT-family sentence-embedding encoders ([`EmbeddingModel`]), checked against a numpy
-//! reference of all-MiniLM-L6-v2 (`models/scripts/generate_embedding_reference.py`).
+//! reference of all-MiniLM-L6-v2 (`models/scripts/generate_embedding_reference.py`); Llama-style
+//! decoders from GGUF files ([`llama::LlamaModel`], on the native reader in [`gguf`]), checked
+//! against a numpy SmolLM2 (`models/scripts/generate_llama_reference.py`).
 //!
 //! Models are synchronous and pure: no async runtime, no threads of their own. The server's
 //! engine thread owns them. On the CPU the heavy lifting runs in burn's Flex backend, which
@@ -23,9 +25,13 @@
 //! ```
 
 pub mod bert;
+pub mod chat_template;
 mod embedding;
 mod error;
+pub mod gguf;
 mod json;
+pub mod llama;
+pub mod sampling;
 mod tokenizer;
 
 pub use burn::tensor::Device;

@@ -57,16 +57,20 @@ fn test_device() -> hearth_models::Device {
         #[cfg(feature = "wgpu")]
         Ok("wgpu") => hearth_models::gpu_device(),
         Ok("cpu") | Err(_) => cpu_device(),
-        Ok(other) => panic!("HEARTH_TEST_DEVICE={other}: expected cpu, or wgpu with --features wgpu"),
+        Ok(other) => {
+            panic!("HEARTH_TEST_DEVICE={other}: expected cpu, or wgpu with --features wgpu")
+        }
     }
 }
 
 fn model() -> &'static EmbeddingModel {
     static MODEL: OnceLock<EmbeddingModel> = OnceLock::new();
-    MODEL.get_or_init(|| match EmbeddingModel::load(&model_dir(), &test_device()) {
-        Ok(model) => model,
-        Err(err) => panic!("loading all-MiniLM-L6-v2: {err}"),
-    })
+    MODEL.get_or_init(
+        || match EmbeddingModel::load(&model_dir(), &test_device()) {
+            Ok(model) => model,
+            Err(err) => panic!("loading all-MiniLM-L6-v2: {err}"),
+        },
+    )
 }
 
 fn fixture() -> Fixture {

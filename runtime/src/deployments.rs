@@ -8,7 +8,8 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use crate::config::{DeploymentConfig, DeviceChoice, ModelKind};
-use crate::engine::{Backend, EmbeddingEngine, EmbeddingOptions};
+use crate::engine::generation::GenerationOptions;
+use crate::engine::{Backend, EmbeddingEngine, EmbeddingOptions, start_gguf};
 
 /// Whether a deployment can serve requests.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
@@ -132,40 +133,59 @@ impl Registry {
 }
 
 fn load_backend(config: &DeploymentConfig) -> (DeploymentState, Option<Backend>) {
-    let local = config.targets.iter().find(|t| t.source.is_some());
-    let (ModelKind::Embedding, Some(target), Some(source)) =
-        (config.kind, local, local.and_then(|t| t.source.as_ref()))
+    let Some((target, source)) = config
+        .targets
+        .iter()
+        .find_map(|t| t.source.as_ref().map(|s| (t, s)))
     else {
         return (DeploymentState::Unavailable(unserved_reason(config)), None);
     };
     if config.targets.len() > 1 {
         tracing::warn!(deployment = %config.name, "only the first local target is served; replicas need the proxy");
     }
-    let defaults = EmbeddingOptions::default();
-    let options = EmbeddingOptions {
-        max_batch_size: config.max_batch_size.unwrap_or(defaults.max_batch_size),
-        max_queued_requests: config
-            .max_queued_requests
-            .unwrap_or(defaults.max_queued_requests),
-        ..defaults
-    };
     let device = target.device.unwrap_or(DeviceChoice::Auto);
     let started = std::time::Instant::now();
-    match EmbeddingEngine::start(&config.name, source, device, options) {
-        Ok(engine) => {
-            tracing::info!(
-                deployment = %config.name,
-                device = engine.device_name(),
-                dimensions = engine.dimensions(),
-                max_input_tokens = engine.max_input_tokens(),
-                seconds = started.elapsed().as_secs_f32(),
-                "embedding model ready"
-            );
-            (
-                DeploymentState::Ready,
-                Some(Backend::Embedding(Arc::new(engine))),
-            )
+    let loaded = match config.kind {
+        ModelKind::Embedding => {
+            let defaults = EmbeddingOptions::default();
+            let options = EmbeddingOptions {
+                max_batch_size: config.max_batch_size.unwrap_or(defaults.max_batch_size),
+                max_queued_requests: config
+                    .max_queued_requests
+                    .unwrap_or(defaults.max_queued_requests),
+                ..defaults
+            };
+            EmbeddingEngine::start(&config.name, source, device, options).map(|engine| {
+                tracing::info!(
+                    deployment = %config.name,
+                    device = engine.device_name(),
+                    dimensions = engine.dimensions(),
+                    max_input_tokens = engine.max_input_tokens(),
+                    seconds = started.elapsed().as_secs_f32(),
+                    "embedding model ready"
+                );
+                Backend::Embedding(Arc::new(engine))
+            })
         }
+        ModelKind::Chat | ModelKind::Completion
+            if source.extension().is_some_and(|e| e == "gguf") =>
+        {
+            let defaults = GenerationOptions::default();
+            let options = GenerationOptions {
+                max_active: config.max_batch_size.unwrap_or(defaults.max_active),
+                max_queued: config.max_queued_requests.unwrap_or(defaults.max_queued),
+            };
+            start_gguf(&config.name, source, device, options)
+                .map(|engine| Backend::Text(Arc::new(engine)))
+        }
+        ModelKind::Chat | ModelKind::Completion => Err(crate::error::HearthError::Config(format!(
+            "{}: this build loads chat models from GGUF files only",
+            source.display()
+        ))),
+        _ => return (DeploymentState::Unavailable(unserved_reason(config)), None),
+    };
+    match loaded {
+        Ok(backend) => (DeploymentState::Ready, Some(backend)),
         Err(e) => {
             tracing::error!(deployment = %config.name, error = %e, "model failed to load");
             (DeploymentState::Failed(e.to_string()), None)

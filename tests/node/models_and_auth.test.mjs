@@ -17,7 +17,7 @@ const client = (apiKey = "unused") => new OpenAI({ baseURL: server.baseURL, apiK
 test("lists models with aliases while open", async () => {
   const ids = [];
   for await (const model of client().models.list()) ids.push(model.id);
-  assert.deepEqual(ids, ["smollm2", "all-minilm", "default", "text-embedding-3-small"]);
+  assert.deepEqual(ids, ["smollm2", "all-minilm", "faces", "default", "text-embedding-3-small"]);
 });
 
 test("unknown model is a NotFoundError", async () => {

@@ -82,3 +82,11 @@ def server(tmp_path):
     s = Server(tmp_path)
     yield s
     s.stop()
+
+
+@pytest.fixture(scope="module")
+def shared_server(tmp_path_factory):
+    """One server for a whole module of read-only tests (loading the chat model takes seconds)."""
+    s = Server(tmp_path_factory.mktemp("hearth"))
+    yield s
+    s.stop()

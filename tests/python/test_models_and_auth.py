@@ -16,14 +16,14 @@ def client(server, key="unused"):
 
 def test_open_server_lists_models_with_aliases(server):
     ids = [m.id for m in client(server).models.list()]
-    assert ids == ["smollm2", "all-minilm", "default", "text-embedding-3-small"]
+    assert ids == ["smollm2", "all-minilm", "faces", "default", "text-embedding-3-small"]
 
 
 def test_key_from_cli_lists_and_retrieves(server):
     key = server.create_key("--name", "sdk")
     assert key.startswith("hth_")
     models = client(server, key).models.list()
-    assert {m.id for m in models.data} == {"smollm2", "all-minilm", "default", "text-embedding-3-small"}
+    assert {m.id for m in models.data} == {"smollm2", "all-minilm", "faces", "default", "text-embedding-3-small"}
     model = client(server, key).models.retrieve("default")
     assert model.id == "default"
     assert model.object == "model"
@@ -71,9 +71,9 @@ def test_bad_request_names_the_param(server):
     assert err.value.body["code"] == "model_not_supported"
 
 
-def test_inference_before_its_engine_is_an_honest_501(server):
+def test_a_kind_without_an_engine_is_an_honest_501(server):
     with pytest.raises(openai.APIStatusError) as err:
-        client(server).chat.completions.create(model="default", messages=[{"role": "user", "content": "hi"}])
+        client(server).images.generate(model="faces", prompt="a face")
     assert err.value.status_code == 501
     assert err.value.body["code"] == "not_implemented"
 

@@ -12,11 +12,11 @@ use utoipa::ToSchema;
 
 use super::AppState;
 use super::inference::{resolve_json, unserved};
+use super::usage::record_usage;
 use crate::auth::Identity;
 use crate::config::ModelKind;
 use crate::engine::{Backend, EmbeddingEngine};
 use crate::error::{ErrorEnvelope, HearthError, Result};
-use crate::store::{UsageCounters, UsageSubject};
 
 /// OpenAI's limit on inputs per request.
 const MAX_INPUTS: usize = 2048;
@@ -265,7 +265,13 @@ pub async fn create(
 
     let vectors = engine.embed(sequences).await?;
 
-    record_usage(&state, &identity, resolved.deployment.name(), prompt_tokens);
+    record_usage(
+        &state,
+        &identity,
+        resolved.deployment.name(),
+        prompt_tokens,
+        0,
+    );
     let data = vectors
         .into_iter()
         .enumerate()
@@ -285,36 +291,6 @@ pub async fn create(
         },
     })
     .into_response())
-}
-
-fn record_usage(state: &AppState, identity: &Identity, deployment: &str, prompt_tokens: u64) {
-    metrics::counter!("hearth_usage_requests_total", "deployment" => deployment.to_owned())
-        .increment(1);
-    metrics::counter!("hearth_usage_prompt_tokens_total", "deployment" => deployment.to_owned())
-        .increment(prompt_tokens);
-    let deployment_delta = UsageCounters {
-        requests: 1,
-        prompt_tokens,
-        completion_tokens: 0,
-    };
-    let mut result = state.store.add_usage(
-        &UsageSubject::Deployment(deployment.to_owned()),
-        deployment_delta,
-    );
-    if let Some(id) = identity.key_id() {
-        let key_delta = UsageCounters {
-            prompt_tokens,
-            ..Default::default()
-        };
-        result = result.and(
-            state
-                .store
-                .add_usage(&UsageSubject::Key(id.to_owned()), key_delta),
-        );
-    }
-    if let Err(e) = result {
-        tracing::warn!(error = %e, "could not record usage");
-    }
 }
 
 #[cfg(test)]

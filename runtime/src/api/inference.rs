@@ -1,7 +1,9 @@
-//! The model endpoints. Each resolves the deployment the request names, checks
-//! the caller may use it and that it serves this kind of request, then hands it
-//! to the deployment's backend. Backends (local engine, upstream proxy) are not
-//! in this build yet, so a resolvable request gets an honest 501.
+//! Model resolution shared by every model endpoint: the deployment a request
+//! names (`X-GPUStack-Model` header first, else the JSON or multipart `model`),
+//! whether the caller may use it, and whether it serves this kind of request.
+//! Endpoints whose engine is not in this build (images, audio, upstream
+//! proxying) answer an honest 501 after resolution; chat, completions and
+//! embeddings have their own modules.
 
 use axum::Extension;
 use axum::extract::{FromRequest, Multipart, Request, State};
@@ -214,12 +216,6 @@ macro_rules! endpoint {
     };
 }
 
-endpoint!(
-    /// Chat completions (JSON; SSE when `stream` is true).
-    chat_completions, "/v1/chat/completions", &[ModelKind::Chat], json_endpoint);
-endpoint!(
-    /// Text completions.
-    completions, "/v1/completions", &[ModelKind::Chat, ModelKind::Completion], json_endpoint);
 endpoint!(
     /// Image generation.
     image_generations, "/v1/images/generations", &[ModelKind::Image], json_endpoint);

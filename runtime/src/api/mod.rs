@@ -1,5 +1,8 @@
 //! The HTTP API: shared state, the router, and one module per route family.
 
+mod chat;
+mod completion_run;
+mod completions;
 mod embeddings;
 mod extract;
 mod health;
@@ -8,6 +11,9 @@ mod keys;
 mod middleware;
 mod models;
 pub mod openapi;
+mod sampling_params;
+mod sse;
+mod usage;
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
@@ -46,8 +52,8 @@ pub fn app(state: AppState) -> Router {
     let inference = Router::new()
         .route("/v1/models", get(models::list))
         .route("/v1/models/{id}", get(models::retrieve))
-        .route("/v1/chat/completions", post(inference::chat_completions))
-        .route("/v1/completions", post(inference::completions))
+        .route("/v1/chat/completions", post(chat::create))
+        .route("/v1/completions", post(completions::create))
         .route("/v1/embeddings", post(embeddings::create))
         .route("/v1/images/generations", post(inference::image_generations))
         .route("/v1/images/edits", post(inference::image_edits))

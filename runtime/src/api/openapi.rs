@@ -4,7 +4,7 @@ use axum::Json;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{embeddings, health, inference, keys, models};
+use super::{chat, completions, embeddings, health, inference, keys, models};
 
 /// The API description.
 #[derive(Debug, OpenApi)]
@@ -13,7 +13,7 @@ use super::{embeddings, health, inference, keys, models};
     paths(
         health::healthz, health::readyz, health::metrics, serve,
         models::list, models::retrieve,
-        inference::chat_completions, inference::completions, embeddings::create,
+        chat::create, completions::create, embeddings::create,
         inference::image_generations, inference::image_edits, inference::speech, inference::transcriptions,
         keys::create, keys::list, keys::revoke, keys::usage,
     ),

@@ -269,7 +269,7 @@ async fn model_resolution_errors() {
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert_envelope(&body, "model_not_supported");
 
-    // A resolvable request is honestly not served yet: 501, never a fake answer.
+    // A model that failed to load says so: 503, never a fake answer.
     let (status, body) = h
         .post(
             "/v1/chat/completions",
@@ -277,8 +277,15 @@ async fn model_resolution_errors() {
             r#"{"model":"default","messages":[]}"#,
         )
         .await;
-    assert_eq!(status, StatusCode::NOT_IMPLEMENTED);
-    assert_envelope(&body, "not_implemented");
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_envelope(&body, "unavailable");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("failed to load"),
+        "{body}"
+    );
 }
 
 #[tokio::test]
@@ -475,5 +482,5 @@ async fn readiness_reports_deployments() {
     let h = harness(false);
     let (status, body) = h.get("/readyz", None).await;
     assert_eq!(status, StatusCode::OK);
-    assert_eq!(body["deployments"]["chatty"]["state"], "unavailable");
+    assert_eq!(body["deployments"]["chatty"]["state"], "failed");
 }

@@ -3,9 +3,15 @@
 
 mod device;
 mod embedding;
+pub mod generation;
+mod llama;
+mod text;
+mod text_stream;
 
 pub use device::{DeviceReport, list_devices, select_device};
 pub use embedding::{EmbeddingEngine, EmbeddingOptions};
+pub use llama::start_gguf;
+pub use text::{ChoiceEvent, ChoiceStream, TextCodec, TextEngine};
 
 use std::sync::Arc;
 
@@ -14,4 +20,6 @@ use std::sync::Arc;
 pub enum Backend {
     /// A local sentence-embedding model.
     Embedding(Arc<EmbeddingEngine>),
+    /// A local chat/completion model.
+    Text(Arc<TextEngine>),
 }

@@ -1,0 +1,75 @@
+//! Tokens per second of SmolLM2-135M-Instruct (GGUF Q4_1, dequantised to f32) on the CPU
+//! backend: prefill of prompts of a few lengths, then one-token decode steps with the KV cache.
+//!
+//! ```sh
+//! cargo run -p hearth-models --example bench_llama
+//! ```
+//!
+//! The model is `$HEARTH_MODELS_DIR/smollm2-135m-instruct/SmolLM2-135M-Instruct.Q4_1.gguf`, by
+//! default under `<repo>/.models` (`scripts/fetch-models`). Threads: rayon's global pool
+//! (`RAYON_NUM_THREADS`).
+#![allow(clippy::print_stdout, reason = "a benchmark's output is its table")]
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use hearth_models::llama::{LlamaModel, argmax};
+use hearth_models::{ModelError, cpu_device};
+
+/// See `bench_embeddings.rs`: glibc's malloc page-faults every large activation back in.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+const PROMPT_LENGTHS: [usize; 3] = [16, 128, 512];
+const DECODE_STEPS: usize = 64;
+
+fn model_path() -> PathBuf {
+    std::env::var_os("HEARTH_MODELS_DIR")
+        .map_or_else(
+            || Path::new(env!("CARGO_MANIFEST_DIR")).join("../.models"),
+            PathBuf::from,
+        )
+        .join("smollm2-135m-instruct/SmolLM2-135M-Instruct.Q4_1.gguf")
+}
+
+fn main() -> Result<(), ModelError> {
+    let start = Instant::now();
+    let model = LlamaModel::load_gguf(&model_path(), &cpu_device())?;
+    println!("load: {:.2} s", start.elapsed().as_secs_f64());
+    let text = "Hearth serves language, speech and image models from one small binary. ".repeat(64);
+    let all = model.tokenizer().encode(&text, true)?;
+    model.forward(&all[..8], &mut model.new_cache())?; // warm-up
+
+    println!(
+        "| prompt tokens | prefill tok/s | decode tok/s ({DECODE_STEPS} steps after the prompt) |"
+    );
+    println!("|---:|---:|---:|");
+    for length in PROMPT_LENGTHS {
+        let prompt = &all[..length.min(all.len())];
+        let mut cache = model.new_cache();
+        let start = Instant::now();
+        let mut logits = model.forward(prompt, &mut cache)?;
+        let prefill = prompt.len() as f64 / start.elapsed().as_secs_f64();
+        let start = Instant::now();
+        for _ in 0..DECODE_STEPS {
+            logits = model.forward(&[argmax(&logits)], &mut cache)?;
+        }
+        let decode = DECODE_STEPS as f64 / start.elapsed().as_secs_f64();
+        println!("| {} | {prefill:.0} | {decode:.1} |", prompt.len());
+    }
+
+    // Continuous batching's decode step: 8 sequences, one new token each, one pass.
+    let mut caches: Vec<_> = (0..8).map(|_| model.new_cache()).collect();
+    for cache in &mut caches {
+        model.forward(&all[..32], cache)?;
+    }
+    let next = [argmax(&model.forward(&all[..1], &mut model.new_cache())?)];
+    let start = Instant::now();
+    for _ in 0..16 {
+        let mut batch: Vec<(&[u32], &mut _)> = caches.iter_mut().map(|c| (&next[..], c)).collect();
+        model.forward_batch(&mut batch)?;
+    }
+    let batched = 8.0 * 16.0 / start.elapsed().as_secs_f64();
+    println!("\nbatched decode, 8 sequences at position 32+: {batched:.1} tok/s in total");
+    Ok(())
+}

@@ -1,0 +1,155 @@
+//! Weights from a GGUF file into the inference layout, dequantised to f32 at load.
+//!
+//! Tensor names (llama.cpp's), per layer `blk.{i}.`:
+//!
+//! | GGUF | role | kept as |
+//! |------|------|---------|
+//! | `token_embd.weight` | embeddings `[vocab, hidden]` | as is; also the LM head when `output.weight` is absent (tied, SmolLM2) |
+//! | `output_norm.weight`, `output.weight` | final RMSNorm, LM head | as is |
+//! | `attn_norm.weight`, `ffn_norm.weight` | RMSNorm weights | as is |
+//! | `attn_q.weight`, `attn_k.weight` | Q, K `[out, in]`, rows permuted by llama.cpp | un-permuted, then fused into `qkv` |
+//! | `attn_v.weight` | V | fused into `qkv` `[hidden, (heads + 2·kv_heads)·head_dim]` |
+//! | `attn_output.weight` | output projection | transposed to `[in, out]` |
+//! | `ffn_gate.weight`, `ffn_up.weight` | SwiGLU | fused into `gate_up` `[hidden, 2·ffn]` |
+//! | `ffn_down.weight` | SwiGLU down | transposed to `[ffn, hidden]` |
+//!
+//! **RoPE layout.** llama.cpp's converter permutes the rows of Q and K within each head from
+//! Hugging Face's half-split order to its interleaved order: GGUF row `h·d + 2i + j` holds HF
+//! row `h·d + j·d/2 + i` (`d` the head width, `i < d/2`, `j ∈ {0, 1}`). The loader undoes that,
+//! so the model uses Hugging Face's rotate-half RoPE. The numpy reference instead keeps the GGUF
+//! rows and applies llama.cpp's interleaved RoPE; agreement between the two checks the
+//! un-permutation.
+
+use burn::prelude::*;
+
+use super::config::LlamaConfig;
+use super::model::{LlamaLayer, LlamaWeights};
+use crate::ModelError;
+use crate::gguf::GgufFile;
+
+/// A dequantised matrix in GGUF order: `rows` rows of `cols` contiguous values.
+struct Matrix {
+    values: Vec<f32>,
+    rows: usize,
+    cols: usize,
+}
+
+fn matrix(file: &GgufFile, name: &str, rows: usize, cols: usize) -> Result<Matrix, ModelError> {
+    let (values, dims) = file.dequantize(name)?;
+    if dims != [cols, rows] {
+        return Err(ModelError::Tensor {
+            path: file.path().to_path_buf(),
+            tensor: name.to_string(),
+            reason: format!("dimensions {dims:?}, expected [{cols}, {rows}] (innermost first)"),
+        });
+    }
+    Ok(Matrix { values, rows, cols })
+}
+
+fn vector(
+    file: &GgufFile,
+    name: &str,
+    len: usize,
+    device: &Device,
+) -> Result<Tensor<1>, ModelError> {
+    let (values, dims) = file.dequantize(name)?;
+    if dims != [len] {
+        return Err(ModelError::Tensor {
+            path: file.path().to_path_buf(),
+            tensor: name.to_string(),
+            reason: format!("dimensions {dims:?}, expected [{len}]"),
+        });
+    }
+    Ok(Tensor::from_data(TensorData::new(values, [len]), device))
+}
+
+/// Undoes llama.cpp's Q/K row permutation (see the module docs).
+fn unpermute_rows(m: Matrix, heads: usize) -> Matrix {
+    let head_dim = m.rows / heads;
+    let half = head_dim / 2;
+    let mut values = vec![0.0; m.values.len()];
+    for h in 0..heads {
+        for i in 0..half {
+            for j in 0..2 {
+                let from = (h * head_dim + 2 * i + j) * m.cols;
+                let to = (h * head_dim + j * half + i) * m.cols;
+                values[to..to + m.cols].copy_from_slice(&m.values[from..from + m.cols]);
+            }
+        }
+    }
+    Matrix { values, ..m }
+}
+
+/// `[in, out]` tensor of the matrices side by side, from GGUF `[out, in]` matrices that share `in`.
+fn fused_transposed(parts: &[Matrix], device: &Device) -> Tensor<2> {
+    let cols = parts[0].cols;
+    let out: usize = parts.iter().map(|m| m.rows).sum();
+    let mut values = vec![0.0; cols * out];
+    let mut offset = 0;
+    for m in parts {
+        for r in 0..m.rows {
+            for (c, &v) in m.values[r * cols..(r + 1) * cols].iter().enumerate() {
+                values[c * out + offset + r] = v;
+            }
+        }
+        offset += m.rows;
+    }
+    Tensor::from_data(TensorData::new(values, [cols, out]), device)
+}
+
+/// Loads every weight of `config`'s decoder from `file` onto `device`.
+pub(crate) fn load_weights(
+    file: &GgufFile,
+    config: &LlamaConfig,
+    device: &Device,
+) -> Result<LlamaWeights, ModelError> {
+    let hidden = config.hidden_size;
+    let ffn = config.intermediate_size;
+    let q_rows = config.num_heads * config.head_dim;
+    let kv_rows = config.num_kv_heads * config.head_dim;
+    let layers = (0..config.num_layers)
+        .map(|i| {
+            let name = |part: &str| format!("blk.{i}.{part}.weight");
+            let q = unpermute_rows(
+                matrix(file, &name("attn_q"), q_rows, hidden)?,
+                config.num_heads,
+            );
+            let k = unpermute_rows(
+                matrix(file, &name("attn_k"), kv_rows, hidden)?,
+                config.num_kv_heads,
+            );
+            let v = matrix(file, &name("attn_v"), kv_rows, hidden)?;
+            let o = matrix(file, &name("attn_output"), hidden, q_rows)?;
+            let gate = matrix(file, &name("ffn_gate"), ffn, hidden)?;
+            let up = matrix(file, &name("ffn_up"), ffn, hidden)?;
+            let down = matrix(file, &name("ffn_down"), hidden, ffn)?;
+            Ok(LlamaLayer {
+                attn_norm: vector(file, &name("attn_norm"), hidden, device)?,
+                qkv: fused_transposed(&[q, k, v], device),
+                attn_output: fused_transposed(&[o], device),
+                ffn_norm: vector(file, &name("ffn_norm"), hidden, device)?,
+                gate_up: fused_transposed(&[gate, up], device),
+                down: fused_transposed(&[down], device),
+            })
+        })
+        .collect::<Result<Vec<_>, ModelError>>()?;
+    let embedding = matrix(file, "token_embd.weight", config.vocab_size, hidden)?;
+    let lm_head = if file.tensor_info("output.weight").is_some() {
+        fused_transposed(
+            &[matrix(file, "output.weight", config.vocab_size, hidden)?],
+            device,
+        )
+    } else {
+        tracing::debug!("no output.weight: LM head tied to token_embd.weight");
+        fused_transposed(std::slice::from_ref(&embedding), device)
+    };
+    Ok(LlamaWeights {
+        embedding: Tensor::from_data(
+            TensorData::new(embedding.values, [embedding.rows, embedding.cols]),
+            device,
+        ),
+        layers,
+        output_norm: vector(file, "output_norm.weight", hidden, device)?,
+        lm_head,
+    })
+}

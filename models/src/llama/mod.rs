@@ -1,0 +1,37 @@
+//! Llama-style decoders (Llama 2/3, SmolLM2, Mistral) from GGUF files: configuration from the
+//! metadata, weights dequantised to f32 at load, a per-sequence KV cache and a forward pass
+//! over a batch of sequences at their own positions.
+//!
+//! ```no_run
+//! use hearth_models::{cpu_device, llama::LlamaModel};
+//!
+//! let model = LlamaModel::load_gguf("SmolLM2-135M-Instruct.Q4_1.gguf".as_ref(), &cpu_device())?;
+//! let prompt = model.tokenizer().encode("The capital of France is", true)?;
+//! let mut cache = model.new_cache();
+//! let mut logits = model.forward(&prompt, &mut cache)?; // prefill
+//! for _ in 0..8 {
+//!     let next = hearth_models::llama::argmax(&logits);
+//!     logits = model.forward(&[next], &mut cache)?; // one decode step
+//! }
+//! # Ok::<(), hearth_models::ModelError>(())
+//! ```
+
+mod cache;
+mod config;
+mod loader;
+mod model;
+
+pub use cache::KvCache;
+pub use config::LlamaConfig;
+pub use model::LlamaModel;
+
+/// Index of the largest logit (the first one on ties): greedy decoding.
+pub fn argmax(logits: &[f32]) -> u32 {
+    let mut best = 0;
+    for (i, &v) in logits.iter().enumerate() {
+        if v > logits[best] {
+            best = i;
+        }
+    }
+    u32::try_from(best).unwrap_or(u32::MAX)
+}

@@ -1,0 +1,320 @@
+//! The Llama-style decoder: RMSNorm, rotate-half RoPE with the model's θ, grouped-query
+//! attention over a per-sequence [`KvCache`], SwiGLU, and the LM head.
+//!
+//! [`LlamaModel::forward_batch`] runs several sequences in one pass, each with its own new
+//! tokens and its own cache position (a prefill and a few one-token decode steps can share a
+//! step, as continuous batching wants): the new tokens of all sequences are stacked into one
+//! `[tokens, hidden]` matrix so every projection and the SwiGLU block are one matmul; only the
+//! attention itself runs per sequence, against that sequence's cache.
+
+use std::path::Path;
+
+use burn::prelude::*;
+use burn::tensor::activation::{silu, softmax};
+
+use super::cache::KvCache;
+use super::config::LlamaConfig;
+use super::loader::load_weights;
+use crate::ModelError;
+use crate::gguf::{GgufFile, GgufTokenizer};
+
+/// One decoder layer, weights as `[in, out]` for `x.matmul(w)`.
+#[derive(Debug)]
+pub(crate) struct LlamaLayer {
+    pub attn_norm: Tensor<1>,
+    /// Q, K, V side by side: `[hidden, (heads + 2·kv_heads)·head_dim]` (Q and K un-permuted).
+    pub qkv: Tensor<2>,
+    pub attn_output: Tensor<2>,
+    pub ffn_norm: Tensor<1>,
+    /// Gate and up side by side: `[hidden, 2·ffn]`.
+    pub gate_up: Tensor<2>,
+    pub down: Tensor<2>,
+}
+
+/// All weights of the decoder.
+#[derive(Debug)]
+pub(crate) struct LlamaWeights {
+    /// `[vocab, hidden]`.
+    pub embedding: Tensor<2>,
+    pub layers: Vec<LlamaLayer>,
+    pub output_norm: Tensor<1>,
+    /// `[hidden, vocab]`.
+    pub lm_head: Tensor<2>,
+}
+
+/// A Llama-style decoder with its tokenizer, loaded from a GGUF file.
+#[derive(Debug)]
+pub struct LlamaModel {
+    config: LlamaConfig,
+    tokenizer: GgufTokenizer,
+    weights: LlamaWeights,
+    /// `cos` and `sin` of every position and frequency, `[context, head_dim / 2]` each.
+    rope_cos: Vec<f32>,
+    rope_sin: Vec<f32>,
+    device: Device,
+}
+
+impl LlamaModel {
+    /// Loads `path` (a GGUF file of a Llama-architecture model) onto `device`, dequantising
+    /// every weight to f32.
+    pub fn load_gguf(path: &Path, device: &Device) -> Result<Self, ModelError> {
+        let start = std::time::Instant::now();
+        let file = GgufFile::open(path)?;
+        let config = LlamaConfig::from_gguf(&file)?;
+        let tokenizer = GgufTokenizer::from_gguf(&file)?;
+        let weights = load_weights(&file, &config, device)?;
+        let (rope_cos, rope_sin) = rope_tables(&config);
+        tracing::info!(path = %path.display(), layers = config.num_layers, hidden = config.hidden_size,
+            elapsed_ms = start.elapsed().as_millis(), "loaded GGUF Llama model");
+        Ok(Self {
+            config,
+            tokenizer,
+            weights,
+            rope_cos,
+            rope_sin,
+            device: device.clone(),
+        })
+    }
+
+    /// The model's shape.
+    pub fn config(&self) -> &LlamaConfig {
+        &self.config
+    }
+
+    /// The tokenizer from the file's metadata.
+    pub fn tokenizer(&self) -> &GgufTokenizer {
+        &self.tokenizer
+    }
+
+    /// The device the weights live on.
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// An empty cache for one sequence.
+    pub fn new_cache(&self) -> KvCache {
+        KvCache::new(self.config.num_layers, self.config.context_length)
+    }
+
+    /// Runs `tokens` (the new tokens of one sequence, after what `cache` holds), appends them
+    /// to `cache` and returns the logits of the last one (`vocab_size` values).
+    pub fn forward(&self, tokens: &[u32], cache: &mut KvCache) -> Result<Vec<f32>, ModelError> {
+        let mut logits = self.forward_batch(&mut [(tokens, cache)])?;
+        Ok(logits.swap_remove(0))
+    }
+
+    /// [`Self::forward`] for several sequences in one pass; one logits vector per sequence, in
+    /// order. Inputs are checked before anything runs, so an error leaves every cache as it was.
+    pub fn forward_batch(
+        &self,
+        batch: &mut [(&[u32], &mut KvCache)],
+    ) -> Result<Vec<Vec<f32>>, ModelError> {
+        self.check(batch)?;
+        let c = &self.config;
+        let total: usize = batch.iter().map(|(t, _)| t.len()).sum();
+        let ids: Vec<i64> = batch
+            .iter()
+            .flat_map(|(t, _)| t.iter().map(|&id| i64::from(id)))
+            .collect();
+        let ids = Tensor::<1, Int>::from_data(TensorData::new(ids, [total]), &self.device);
+        let mut x = self.weights.embedding.clone().select(0, ids);
+        let (cos, sin) = self.rope_for(batch, total);
+        let (q_width, kv_width) = (c.num_heads * c.head_dim, c.num_kv_heads * c.head_dim);
+
+        for (index, layer) in self.weights.layers.iter().enumerate() {
+            let h = self.rms_norm(x.clone(), &layer.attn_norm);
+            let qkv = h.matmul(layer.qkv.clone());
+            let heads = |from: usize, width: usize, n: usize| {
+                qkv.clone()
+                    .slice(s![.., from..from + width])
+                    .reshape([total, n, c.head_dim])
+            };
+            let q = rope(heads(0, q_width, c.num_heads), &cos, &sin);
+            let k = rope(heads(q_width, kv_width, c.num_kv_heads), &cos, &sin);
+            let v = heads(q_width + kv_width, kv_width, c.num_kv_heads);
+            let mut contexts = Vec::with_capacity(batch.len());
+            let mut row = 0;
+            for (tokens, cache) in batch.iter_mut() {
+                let rows = row..row + tokens.len();
+                row += tokens.len();
+                let [q, k, v] =
+                    [&q, &k, &v].map(|t| t.clone().slice(s![rows.clone()]).swap_dims(0, 1));
+                let (k, v) = cache.append(index, k, v);
+                contexts.push(self.attention(q, k, v, cache.len()));
+            }
+            let context = if contexts.len() == 1 {
+                contexts.remove(0)
+            } else {
+                Tensor::cat(contexts, 0)
+            };
+            x = x + context.matmul(layer.attn_output.clone());
+
+            let h = self.rms_norm(x.clone(), &layer.ffn_norm);
+            let gate_up = h.matmul(layer.gate_up.clone());
+            let ffn = c.intermediate_size;
+            let gate = gate_up.clone().slice(s![.., 0..ffn]);
+            let up = gate_up.slice(s![.., ffn..2 * ffn]);
+            x = x + (silu(gate) * up).matmul(layer.down.clone());
+        }
+
+        let mut last_rows = Vec::with_capacity(batch.len());
+        let mut end = 0;
+        for (tokens, cache) in batch.iter_mut() {
+            end += tokens.len();
+            last_rows.push(x.clone().slice(s![end - 1..end]));
+            cache.advance(tokens.len());
+        }
+        let last = if last_rows.len() == 1 {
+            last_rows.remove(0)
+        } else {
+            Tensor::cat(last_rows, 0)
+        };
+        let logits = self
+            .rms_norm(last, &self.weights.output_norm)
+            .matmul(self.weights.lm_head.clone());
+        let backend = |e: String| ModelError::Backend(format!("reading logits: {e}"));
+        let values: Vec<f32> = logits
+            .try_into_data()
+            .map_err(|e| backend(format!("{e:?}")))?
+            .try_into_vec_as()
+            .map_err(|e| backend(format!("{e:?}")))?;
+        Ok(values
+            .chunks_exact(c.vocab_size)
+            .map(<[f32]>::to_vec)
+            .collect())
+    }
+
+    fn check(&self, batch: &[(&[u32], &mut KvCache)]) -> Result<(), ModelError> {
+        if batch.is_empty() {
+            return Err(ModelError::InvalidInput("empty batch".into()));
+        }
+        for (index, (tokens, cache)) in batch.iter().enumerate() {
+            if tokens.is_empty() {
+                return Err(ModelError::InvalidInput(format!(
+                    "sequence {index} has no new tokens"
+                )));
+            }
+            if let Some(&bad) = tokens
+                .iter()
+                .find(|&&id| id as usize >= self.config.vocab_size)
+            {
+                return Err(ModelError::InvalidInput(format!(
+                    "sequence {index}: token id {bad} is outside the vocabulary ({})",
+                    self.config.vocab_size
+                )));
+            }
+            let needed = cache.len() + tokens.len();
+            if needed > self.config.context_length || needed > cache.capacity() {
+                return Err(ModelError::InvalidInput(format!(
+                    "sequence {index}: {needed} positions exceed the context length {}",
+                    self.config.context_length.min(cache.capacity())
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// `x / rms(x) · weight`, row by row.
+    fn rms_norm(&self, x: Tensor<2>, weight: &Tensor<1>) -> Tensor<2> {
+        let mean_square = x.clone().powi_scalar(2).mean_dim(1);
+        let inverse = mean_square
+            .add_scalar(self.config.rms_norm_eps)
+            .sqrt()
+            .recip();
+        x * inverse * weight.clone().unsqueeze::<2>()
+    }
+
+    /// `cos` and `sin` for every new token's position, `[tokens, 1, head_dim]` each
+    /// (frequencies repeated for both halves, as rotate-half wants).
+    fn rope_for(&self, batch: &[(&[u32], &mut KvCache)], total: usize) -> (Tensor<3>, Tensor<3>) {
+        let half = self.config.head_dim / 2;
+        let mut cos = Vec::with_capacity(total * 2 * half);
+        let mut sin = Vec::with_capacity(total * 2 * half);
+        for (tokens, cache) in batch {
+            for position in cache.len()..cache.len() + tokens.len() {
+                let row = position * half..(position + 1) * half;
+                for _ in 0..2 {
+                    cos.extend_from_slice(&self.rope_cos[row.clone()]);
+                    sin.extend_from_slice(&self.rope_sin[row.clone()]);
+                }
+            }
+        }
+        let shape = [total, 1, 2 * half];
+        (
+            Tensor::from_data(TensorData::new(cos, shape), &self.device),
+            Tensor::from_data(TensorData::new(sin, shape), &self.device),
+        )
+    }
+
+    /// Causal grouped-query attention of one sequence: `q` `[heads, new, d]` against the whole
+    /// cache `k`, `v` `[kv_heads, len, d]`; returns `[new, heads·d]`.
+    fn attention(&self, q: Tensor<3>, k: Tensor<3>, v: Tensor<3>, cached: usize) -> Tensor<2> {
+        let c = &self.config;
+        let [heads, new, d] = q.dims();
+        let len = k.dims()[1];
+        let group = c.num_heads / c.num_kv_heads;
+        let repeat = |t: Tensor<3>| {
+            if group == 1 {
+                return t;
+            }
+            t.unsqueeze_dim::<4>(1)
+                .expand([c.num_kv_heads, group, len, d])
+                .reshape([heads, len, d])
+        };
+        let (k, v) = (repeat(k), repeat(v));
+        #[allow(clippy::cast_precision_loss, reason = "head widths are small")]
+        let scale = 1.0 / (d as f64).sqrt();
+        let mut scores = q.matmul(k.swap_dims(1, 2)).mul_scalar(scale);
+        if new > 1 {
+            // Query row `i` sits at position `cached + i` and sees keys up to it.
+            let mask: Vec<f32> = (0..new)
+                .flat_map(|i| {
+                    (0..len).map(move |j| {
+                        if j > cached + i {
+                            f32::NEG_INFINITY
+                        } else {
+                            0.0
+                        }
+                    })
+                })
+                .collect();
+            scores =
+                scores + Tensor::<3>::from_data(TensorData::new(mask, [1, new, len]), &self.device);
+        }
+        softmax(scores, 2)
+            .matmul(v)
+            .swap_dims(0, 1)
+            .reshape([new, heads * d])
+    }
+}
+
+/// Rotate-half RoPE on `[tokens, heads, d]`: `x·cos + rotate_half(x)·sin`.
+fn rope(x: Tensor<3>, cos: &Tensor<3>, sin: &Tensor<3>) -> Tensor<3> {
+    let d = x.dims()[2];
+    let first = x.clone().slice(s![.., .., 0..d / 2]);
+    let second = x.clone().slice(s![.., .., d / 2..d]);
+    let rotated = Tensor::cat(vec![second.neg(), first], 2);
+    x * cos.clone() + rotated * sin.clone()
+}
+
+/// `cos(p·θ^(−2i/d))` and `sin(…)` for every position `p` and `i < d/2`, computed in f64.
+fn rope_tables(config: &LlamaConfig) -> (Vec<f32>, Vec<f32>) {
+    let half = config.head_dim / 2;
+    let mut cos = Vec::with_capacity(config.context_length * half);
+    let mut sin = Vec::with_capacity(config.context_length * half);
+    #[allow(
+        clippy::cast_precision_loss,
+        reason = "positions and widths are far below 2^52"
+    )]
+    for position in 0..config.context_length {
+        for i in 0..half {
+            let inv_freq = config
+                .rope_theta
+                .powf(-2.0 * i as f64 / config.head_dim as f64);
+            let angle = position as f64 * inv_freq;
+            cos.push(angle.cos() as f32);
+            sin.push(angle.sin() as f32);
+        }
+    }
+    (cos, sin)
+}

@@ -1,0 +1,45 @@
+//! Recording what a model request used: per deployment and per key in the
+//! store (`hearth usage`), and per deployment in `/metrics`.
+
+use super::AppState;
+use crate::auth::Identity;
+use crate::store::{UsageCounters, UsageSubject};
+
+/// Adds one request and its tokens. The key's request was already counted by the
+/// auth layer, so only its tokens are added here.
+pub fn record_usage(
+    state: &AppState,
+    identity: &Identity,
+    deployment: &str,
+    prompt_tokens: u64,
+    completion_tokens: u64,
+) {
+    let label = deployment.to_owned();
+    metrics::counter!("hearth_usage_requests_total", "deployment" => label.clone()).increment(1);
+    metrics::counter!("hearth_usage_prompt_tokens_total", "deployment" => label.clone())
+        .increment(prompt_tokens);
+    metrics::counter!("hearth_usage_completion_tokens_total", "deployment" => label)
+        .increment(completion_tokens);
+    let tokens = UsageCounters {
+        requests: 0,
+        prompt_tokens,
+        completion_tokens,
+    };
+    let mut result = state.store.add_usage(
+        &UsageSubject::Deployment(deployment.to_owned()),
+        UsageCounters {
+            requests: 1,
+            ..tokens
+        },
+    );
+    if let Some(id) = identity.key_id() {
+        result = result.and(
+            state
+                .store
+                .add_usage(&UsageSubject::Key(id.to_owned()), tokens),
+        );
+    }
+    if let Err(e) = result {
+        tracing::warn!(error = %e, "could not record usage");
+    }
+}

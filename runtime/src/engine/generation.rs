@@ -1,0 +1,370 @@
+//! The text-generation worker: one thread owns a decoder model and advances
+//! every active sequence by one token per round, streaming each token out as
+//! soon as it is chosen.
+//!
+//! Continuous batching: a request that arrives joins the running set at the
+//! next round (its prompt is prefilled in that round's pass), and a finished,
+//! stopped or abandoned one leaves it at once, so a long generation never holds
+//! a short one back. Each round is one batched forward pass over all active
+//! sequences, each at its own cache position.
+
+use std::sync::mpsc::{Receiver, SyncSender, TryRecvError, TrySendError, sync_channel};
+
+use hearth_models::sampling::{Sampled, Sampler, SamplingParams};
+use tokio::sync::mpsc::UnboundedSender;
+
+use crate::error::{HearthError, Result};
+
+/// What the worker needs from a decoder model.
+pub trait Decoder: 'static {
+    /// Per-sequence attention cache.
+    type Cache;
+    fn new_cache(&self) -> Self::Cache;
+    /// Feeds `tokens` (a prompt, or the one token chosen last) and returns the
+    /// logits of the last position.
+    fn forward(
+        &self,
+        tokens: &[u32],
+        cache: &mut Self::Cache,
+    ) -> std::result::Result<Vec<f32>, String>;
+    /// Several sequences in one pass, each with its own new tokens and cache.
+    fn forward_batch(
+        &self,
+        batch: &mut [(&[u32], &mut Self::Cache)],
+    ) -> std::result::Result<Vec<Vec<f32>>, String> {
+        batch
+            .iter_mut()
+            .map(|(tokens, cache)| self.forward(tokens, cache))
+            .collect()
+    }
+    /// Longest prompt plus completion, in tokens.
+    fn context_length(&self) -> usize;
+}
+
+/// Why a sequence ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FinishReason {
+    /// An end-of-sequence token (not emitted).
+    Stop,
+    /// `max_tokens` or the context window.
+    Length,
+}
+
+/// What the worker streams back for one sequence.
+#[derive(Debug, Clone, PartialEq)]
+pub enum GenerationEvent {
+    Token(Sampled),
+    Finished(FinishReason),
+    Failed(String),
+}
+
+/// One sequence to generate.
+#[derive(Debug)]
+pub struct GenerationRequest {
+    pub prompt: Vec<u32>,
+    pub max_tokens: usize,
+    pub sampling: SamplingParams,
+    /// Tokens that end the sequence (the model's end-of-sequence ids).
+    pub stop_tokens: Vec<u32>,
+    /// Dropping the receiver cancels the sequence at the next round.
+    pub events: UnboundedSender<GenerationEvent>,
+}
+
+/// Limits of one generation worker.
+#[derive(Debug, Clone, Copy)]
+pub struct GenerationOptions {
+    /// Sequences stepped together in one round.
+    pub max_active: usize,
+    /// Requests waiting to join; beyond it callers get 503.
+    pub max_queued: usize,
+}
+
+impl Default for GenerationOptions {
+    fn default() -> Self {
+        Self {
+            max_active: 8,
+            max_queued: 256,
+        }
+    }
+}
+
+/// The handle callers hold.
+#[derive(Debug, Clone)]
+pub struct GenerationQueue {
+    queue: SyncSender<GenerationRequest>,
+}
+
+impl GenerationQueue {
+    /// Starts a worker thread, loads the decoder on it with `load` (the thread owns
+    /// the weights and the device), and returns once it is ready to take requests,
+    /// with whatever else `load` reported about the model.
+    pub fn start<D: Decoder, R: Send + 'static>(
+        name: &str,
+        options: GenerationOptions,
+        load: impl FnOnce() -> Result<(D, R)> + Send + 'static,
+    ) -> Result<(Self, R)> {
+        let (queue, requests) = sync_channel(options.max_queued);
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        std::thread::Builder::new()
+            .name(format!("generate-{name}"))
+            .spawn(move || match load() {
+                Ok((decoder, facts)) => {
+                    let _ = ready_tx.send(Ok(facts));
+                    run_worker(&decoder, &requests, options);
+                }
+                Err(e) => {
+                    let _ = ready_tx.send(Err(e));
+                }
+            })
+            .map_err(|e| HearthError::io("cannot start the generation worker thread", e))?;
+        let facts = ready_rx.recv().map_err(|_| {
+            HearthError::Internal("the generation worker died while loading".to_owned())
+        })??;
+        Ok((Self { queue }, facts))
+    }
+
+    /// Queues a sequence; its events arrive on the request's channel.
+    pub fn submit(&self, request: GenerationRequest) -> Result<()> {
+        self.queue.try_send(request).map_err(|e| match e {
+            TrySendError::Full(_) => {
+                metrics::counter!("hearth_generation_rejected_total").increment(1);
+                HearthError::Unavailable("the model's queue is full; retry shortly".to_owned())
+            }
+            TrySendError::Disconnected(_) => {
+                HearthError::Internal("the generation worker has stopped".to_owned())
+            }
+        })
+    }
+}
+
+struct Active<C> {
+    request: GenerationRequest,
+    sampler: Sampler,
+    cache: C,
+    next_input: Vec<u32>,
+    generated: usize,
+}
+
+fn run_worker<D: Decoder>(
+    decoder: &D,
+    requests: &Receiver<GenerationRequest>,
+    options: GenerationOptions,
+) {
+    let mut active: Vec<Active<D::Cache>> = Vec::new();
+    loop {
+        if active.is_empty() {
+            match requests.recv() {
+                Ok(request) => active.push(admit(decoder, request)),
+                Err(_) => break,
+            }
+        }
+        while active.len() < options.max_active {
+            match requests.try_recv() {
+                Ok(request) => active.push(admit(decoder, request)),
+                Err(TryRecvError::Empty) => break,
+                Err(TryRecvError::Disconnected) => {
+                    if active.is_empty() {
+                        return;
+                    }
+                    break;
+                }
+            }
+        }
+        metrics::gauge!("hearth_generation_active_sequences").set(active.len() as f64);
+        round(decoder, &mut active);
+    }
+    tracing::info!("generation worker stopped");
+}
+
+fn admit<D: Decoder>(decoder: &D, request: GenerationRequest) -> Active<D::Cache> {
+    Active {
+        sampler: Sampler::new(request.sampling.clone()),
+        cache: decoder.new_cache(),
+        next_input: request.prompt.clone(),
+        generated: 0,
+        request,
+    }
+}
+
+/// One round: drops abandoned sequences, runs one forward pass over the rest
+/// (a new sequence's whole prompt, one token for the others), and samples each.
+fn round<D: Decoder>(decoder: &D, active: &mut Vec<Active<D::Cache>>) {
+    active.retain(|sequence| {
+        let gone = sequence.request.events.is_closed();
+        if gone {
+            metrics::counter!("hearth_generation_cancelled_total").increment(1);
+        }
+        !gone
+    });
+    if active.is_empty() {
+        return;
+    }
+    let mut batch: Vec<(&[u32], &mut D::Cache)> = active
+        .iter_mut()
+        .map(|s| (s.next_input.as_slice(), &mut s.cache))
+        .collect();
+    let started = std::time::Instant::now();
+    let all_logits = match decoder.forward_batch(&mut batch) {
+        Ok(logits) => logits,
+        Err(e) => {
+            tracing::error!(error = %e, sequences = active.len(), "forward pass failed");
+            for sequence in active.drain(..) {
+                let _ = sequence
+                    .request
+                    .events
+                    .send(GenerationEvent::Failed(e.clone()));
+            }
+            return;
+        }
+    };
+    metrics::histogram!("hearth_generation_step_seconds").record(started.elapsed().as_secs_f64());
+    metrics::histogram!("hearth_generation_batch_size").record(active.len() as f64);
+    let mut index = 0;
+    active.retain_mut(|sequence| {
+        let keep = sample(decoder, sequence, &all_logits[index]);
+        index += 1;
+        keep
+    });
+}
+
+/// Picks one sequence's next token and streams it; `false` when it is done.
+fn sample<D: Decoder>(decoder: &D, sequence: &mut Active<D::Cache>, logits: &[f32]) -> bool {
+    let events = &sequence.request.events;
+    let sampled = sequence.sampler.sample(logits);
+    metrics::counter!("hearth_generation_tokens_total").increment(1);
+    if sequence.request.stop_tokens.contains(&sampled.token) {
+        let _ = events.send(GenerationEvent::Finished(FinishReason::Stop));
+        return false;
+    }
+    sequence.generated += 1;
+    let token = sampled.token;
+    let _ = events.send(GenerationEvent::Token(sampled));
+    let used = sequence.request.prompt.len() + sequence.generated;
+    if sequence.generated >= sequence.request.max_tokens || used >= decoder.context_length() {
+        let _ = events.send(GenerationEvent::Finished(FinishReason::Length));
+        return false;
+    }
+    sequence.next_input = vec![token];
+    true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::sync::mpsc::unbounded_channel;
+
+    /// A decoder whose next token is always (last input + 1) mod 10, so every
+    /// scheduling outcome is predictable.
+    struct Counting;
+
+    impl Decoder for Counting {
+        type Cache = usize;
+        fn new_cache(&self) -> usize {
+            0
+        }
+        fn forward(
+            &self,
+            tokens: &[u32],
+            cache: &mut usize,
+        ) -> std::result::Result<Vec<f32>, String> {
+            *cache += tokens.len();
+            let next = (tokens.last().copied().unwrap_or(0) + 1) % 10;
+            Ok((0..10)
+                .map(|t| if t == next { 10.0 } else { 0.0 })
+                .collect())
+        }
+        fn context_length(&self) -> usize {
+            12
+        }
+    }
+
+    fn greedy() -> SamplingParams {
+        SamplingParams {
+            temperature: 0.0,
+            ..Default::default()
+        }
+    }
+
+    async fn run(
+        queue: &GenerationQueue,
+        prompt: Vec<u32>,
+        max_tokens: usize,
+        stop: Vec<u32>,
+    ) -> (Vec<u32>, FinishReason) {
+        let (events, mut received) = unbounded_channel();
+        queue
+            .submit(GenerationRequest {
+                prompt,
+                max_tokens,
+                sampling: greedy(),
+                stop_tokens: stop,
+                events,
+            })
+            .unwrap();
+        let mut tokens = Vec::new();
+        while let Some(event) = received.recv().await {
+            match event {
+                GenerationEvent::Token(s) => tokens.push(s.token),
+                GenerationEvent::Finished(reason) => return (tokens, reason),
+                GenerationEvent::Failed(e) => panic!("{e}"),
+            }
+        }
+        panic!("stream ended without a finish event");
+    }
+
+    #[tokio::test]
+    async fn length_stop_and_context_limits() {
+        let queue =
+            GenerationQueue::start("t", GenerationOptions::default(), || Ok((Counting, ())))
+                .unwrap()
+                .0;
+        assert_eq!(
+            run(&queue, vec![1], 3, vec![]).await,
+            (vec![2, 3, 4], FinishReason::Length)
+        );
+        assert_eq!(
+            run(&queue, vec![1], 10, vec![5]).await,
+            (vec![2, 3, 4], FinishReason::Stop)
+        );
+        // Context 12: a 10-token prompt leaves room for 2.
+        assert_eq!(
+            run(&queue, vec![0; 10], 100, vec![]).await,
+            (vec![1, 2], FinishReason::Length)
+        );
+    }
+
+    #[tokio::test]
+    async fn concurrent_sequences_interleave() {
+        let queue =
+            GenerationQueue::start("t", GenerationOptions::default(), || Ok((Counting, ())))
+                .unwrap()
+                .0;
+        let (a, b) = tokio::join!(
+            run(&queue, vec![0], 5, vec![]),
+            run(&queue, vec![4], 5, vec![])
+        );
+        assert_eq!(a.0, vec![1, 2, 3, 4, 5]);
+        assert_eq!(b.0, vec![5, 6, 7, 8, 9]);
+    }
+
+    #[tokio::test]
+    async fn a_dropped_receiver_cancels() {
+        let queue =
+            GenerationQueue::start("t", GenerationOptions::default(), || Ok((Counting, ())))
+                .unwrap()
+                .0;
+        let (events, received) = unbounded_channel();
+        drop(received);
+        queue
+            .submit(GenerationRequest {
+                prompt: vec![1],
+                max_tokens: 1000,
+                sampling: greedy(),
+                stop_tokens: vec![],
+                events,
+            })
+            .unwrap();
+        // The worker moves on: a later request is served.
+        assert_eq!(run(&queue, vec![1], 1, vec![]).await.0, vec![2]);
+    }
+}

@@ -1,0 +1,121 @@
+//! Llama-family models from GGUF files (hearth-models) behind the engine's
+//! [`Decoder`] and [`TextCodec`] traits.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use hearth_models::chat_template::ChatTemplate;
+use hearth_models::gguf::{GgufFile, GgufTokenizer};
+use hearth_models::llama::{KvCache, LlamaModel};
+
+use super::generation::{Decoder, GenerationOptions, GenerationQueue};
+use super::text::{TextCodec, TextEngine};
+use crate::config::DeviceChoice;
+use crate::error::{HearthError, Result};
+
+impl Decoder for LlamaModel {
+    type Cache = KvCache;
+
+    fn new_cache(&self) -> KvCache {
+        LlamaModel::new_cache(self)
+    }
+
+    fn forward(
+        &self,
+        tokens: &[u32],
+        cache: &mut KvCache,
+    ) -> std::result::Result<Vec<f32>, String> {
+        LlamaModel::forward(self, tokens, cache).map_err(|e| e.to_string())
+    }
+
+    fn forward_batch(
+        &self,
+        batch: &mut [(&[u32], &mut KvCache)],
+    ) -> std::result::Result<Vec<Vec<f32>>, String> {
+        LlamaModel::forward_batch(self, batch).map_err(|e| e.to_string())
+    }
+
+    fn context_length(&self) -> usize {
+        self.config().context_length
+    }
+}
+
+/// The GGUF tokenizer as the HTTP side's codec (special tokens are not decoded
+/// into the answer's text).
+#[derive(Debug)]
+struct GgufCodec(GgufTokenizer);
+
+impl TextCodec for GgufCodec {
+    fn encode(
+        &self,
+        text: &str,
+        add_special_tokens: bool,
+    ) -> std::result::Result<Vec<u32>, String> {
+        self.0
+            .encode(text, add_special_tokens)
+            .map_err(|e| e.to_string())
+    }
+
+    fn decode(&self, ids: &[u32]) -> std::result::Result<String, String> {
+        self.0.decode(ids, true).map_err(|e| e.to_string())
+    }
+
+    fn vocab_size(&self) -> usize {
+        self.0.vocab_size()
+    }
+}
+
+fn model_error(e: hearth_models::ModelError) -> HearthError {
+    HearthError::Internal(e.to_string())
+}
+
+/// Loads a GGUF chat model onto its own worker thread.
+pub fn start_gguf(
+    name: &str,
+    path: &Path,
+    device: DeviceChoice,
+    options: GenerationOptions,
+) -> Result<TextEngine> {
+    let (device, device_name) = super::select_device(device)?;
+    let file = GgufFile::open(path).map_err(model_error)?;
+    let tokenizer = GgufTokenizer::from_gguf(&file).map_err(model_error)?;
+    drop(file);
+    let template = tokenizer
+        .chat_template()
+        .map(|source| {
+            let token = |id: Option<u32>| {
+                id.and_then(|id| tokenizer.decode(&[id], false).ok())
+                    .unwrap_or_default()
+            };
+            ChatTemplate::new(
+                source,
+                &token(tokenizer.bos_id()),
+                &token(tokenizer.eos_id()),
+            )
+        })
+        .transpose()
+        .map_err(model_error)?;
+    let stop_tokens = tokenizer.stop_ids().to_vec();
+    let owned_path = path.to_path_buf();
+    let started = std::time::Instant::now();
+    let (queue, context_length) = GenerationQueue::start(name, options, move || {
+        let model = LlamaModel::load_gguf(&owned_path, &device).map_err(model_error)?;
+        let context_length = model.config().context_length;
+        Ok((model, context_length))
+    })?;
+    tracing::info!(
+        deployment = name,
+        device = device_name,
+        context_length,
+        chat_template = template.is_some(),
+        seconds = started.elapsed().as_secs_f32(),
+        "chat model ready"
+    );
+    Ok(TextEngine {
+        queue,
+        codec: Arc::new(GgufCodec(tokenizer)),
+        template,
+        stop_tokens,
+        context_length,
+    })
+}
