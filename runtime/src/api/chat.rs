@@ -11,7 +11,9 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::AppState;
-use super::completion_run::{ChoiceOutput, StreamSpec, collect, logprob_entry, stream_choices};
+use super::completion_run::{
+    ChoiceOutput, StreamSpec, collect, logprob_entry, stream_choices, usage_json,
+};
 use super::extract::from_value;
 use super::inference::{resolve_json, unserved};
 use super::sampling_params::{CommonParams, MAX_TOP_LOGPROBS, choice_sampling};
@@ -203,8 +205,7 @@ pub async fn create(
             "id": id, "object": "chat.completion", "created": created, "model": model,
             "system_fingerprint": null,
             "choices": choices,
-            "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-                      "total_tokens": prompt_tokens + completion_tokens},
+            "usage": usage_json(prompt_tokens, completion_tokens),
         }))
         .into_response());
     }

@@ -12,6 +12,12 @@ use crate::error::Result;
 
 pub use crate::engine::ChoiceEvent as ChoiceOutput;
 
+/// OpenAI's `usage` object.
+pub fn usage_json(prompt_tokens: u64, completion_tokens: u64) -> Value {
+    json!({"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+           "total_tokens": prompt_tokens + completion_tokens})
+}
+
 /// One finished choice.
 #[derive(Debug)]
 pub struct Collected {
@@ -143,8 +149,7 @@ pub async fn stream_choices(
     on_complete(completion_tokens);
     if include_usage {
         let mut last = chunk(json!([]));
-        last["usage"] = json!({"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-                               "total_tokens": prompt_tokens + completion_tokens});
+        last["usage"] = usage_json(prompt_tokens, completion_tokens);
         if !sender.json(&last).await {
             return;
         }

@@ -10,7 +10,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use super::AppState;
-use super::completion_run::{ChoiceOutput, StreamSpec, collect, stream_choices};
+use super::completion_run::{ChoiceOutput, StreamSpec, collect, stream_choices, usage_json};
 use super::extract::from_value;
 use super::inference::{resolve_json, unserved};
 use super::sampling_params::{CommonParams, choice_sampling};
@@ -204,8 +204,7 @@ pub async fn create(
         return Ok(Json(json!({
             "id": id, "object": "text_completion", "created": created, "model": model,
             "system_fingerprint": null, "choices": choices,
-            "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-                      "total_tokens": prompt_tokens + completion_tokens},
+            "usage": usage_json(prompt_tokens, completion_tokens),
         }))
         .into_response());
     }
