@@ -18,7 +18,7 @@ use super::extract::from_value;
 use super::inference::{resolve_json, unserved};
 use super::sampling_params::{CommonParams, MAX_TOP_LOGPROBS, choice_sampling};
 use super::sse::channel_response;
-use super::usage::record_usage;
+use super::usage::UsageSink;
 use crate::auth::Identity;
 use crate::config::ModelKind;
 use crate::engine::Backend;
@@ -175,20 +175,14 @@ pub async fn create(
     let id = format!("chatcmpl-{}", uuid::Uuid::new_v4().simple());
     let created = now_unix();
     let model = resolved.model.clone();
-    let deployment = resolved.deployment.name().to_owned();
+    let usage = UsageSink::new(&state, &identity, resolved.deployment.name());
     let prompt_tokens = prompt.len() as u64;
     let with_logprobs = logprobs.is_some();
 
     if !body.stream {
         let outputs = collect(choices).await?;
         let completion_tokens: u64 = outputs.iter().map(|o| o.tokens.len() as u64).sum();
-        record_usage(
-            &state,
-            &identity,
-            &deployment,
-            prompt_tokens,
-            completion_tokens,
-        );
+        usage.record(prompt_tokens, completion_tokens);
         let choices: Vec<Value> = outputs
             .iter()
             .enumerate()
@@ -232,21 +226,13 @@ pub async fn create(
             Some(json!({"index": index, "delta": {}, "logprobs": null, "finish_reason": reason}))
         }
     };
-    let on_complete = move |completion_tokens| {
-        record_usage(
-            &state,
-            &identity,
-            &deployment,
-            prompt_tokens,
-            completion_tokens,
-        )
-    };
     let spec = StreamSpec {
         header,
         include_usage,
         prompt_tokens,
         prelude,
+        usage,
     };
-    tokio::spawn(stream_choices(sender, spec, choices, render, on_complete));
+    tokio::spawn(stream_choices(sender, spec, choices, render));
     Ok(response)
 }

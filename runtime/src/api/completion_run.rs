@@ -7,6 +7,7 @@ use serde_json::{Value, json};
 use tokio::sync::mpsc::{UnboundedReceiver, unbounded_channel};
 
 use super::sse::SseSender;
+use super::usage::UsageSink;
 use crate::engine::{ChoiceStream, TextEngine};
 use crate::error::Result;
 
@@ -94,25 +95,27 @@ pub struct StreamSpec {
     pub prompt_tokens: u64,
     /// Choice objects sent before any generated text (the role, echoed prompts).
     pub prelude: Vec<Value>,
+    /// Told the token counts once every choice has finished.
+    pub usage: UsageSink,
 }
 
 /// Streams every choice as SSE chunks: `header` (id, object, created, model)
 /// around each chunk's `choices`, the `prelude` choices first, then one chunk per
 /// event that `render` turns into a choice object (`None` skips it), the usage
-/// chunk only when `include_usage`, then `[DONE]`. `on_complete` gets the number
-/// of completion tokens once every choice has finished.
+/// chunk only when `include_usage`, then `[DONE]`; usage is recorded once every
+/// choice has finished.
 pub async fn stream_choices(
     sender: SseSender,
     spec: StreamSpec,
     choices: Vec<ChoiceStream>,
     render: impl Fn(usize, ChoiceOutput) -> Option<Value>,
-    on_complete: impl FnOnce(u64),
 ) {
     let StreamSpec {
         header,
         include_usage,
         prompt_tokens,
         prelude,
+        usage,
     } = spec;
     let chunk = |choices: Value| {
         let mut c = header.clone();
@@ -146,7 +149,7 @@ pub async fn stream_choices(
             return;
         }
     }
-    on_complete(completion_tokens);
+    usage.record(prompt_tokens, completion_tokens);
     if include_usage {
         let mut last = chunk(json!([]));
         last["usage"] = usage_json(prompt_tokens, completion_tokens);

@@ -12,10 +12,11 @@ use serde_json::{Map, Value, json};
 use super::AppState;
 use super::completion_run::{ChoiceOutput, StreamSpec, collect, stream_choices, usage_json};
 use super::extract::from_value;
+use super::extract::token_id_list;
 use super::inference::{resolve_json, unserved};
 use super::sampling_params::{CommonParams, choice_sampling};
 use super::sse::channel_response;
-use super::usage::record_usage;
+use super::usage::UsageSink;
 use crate::auth::Identity;
 use crate::config::ModelKind;
 use crate::engine::{Backend, TextEngine};
@@ -44,22 +45,14 @@ fn prompt_error(message: impl Into<String>) -> HearthError {
     HearthError::invalid_param("prompt", message)
 }
 
-fn token_ids(value: &Value, vocab: usize) -> Result<Vec<u32>> {
-    let items = value
-        .as_array()
-        .ok_or_else(|| prompt_error("mix of token lists and other values"))?;
-    if items.is_empty() {
-        return Err(prompt_error("a token-id prompt must not be empty"));
+fn token_ids(value: &Value, at: usize, vocab: usize) -> Result<Vec<u32>> {
+    let ids = token_id_list(value, "prompt", at)?;
+    match ids.iter().find(|&&t| t as usize >= vocab) {
+        Some(bad) => Err(prompt_error(format!(
+            "`{bad}` is not a token id of this model"
+        ))),
+        None => Ok(ids),
     }
-    items
-        .iter()
-        .map(|t| {
-            t.as_u64()
-                .filter(|&t| (t as usize) < vocab)
-                .map(|t| t as u32)
-                .ok_or_else(|| prompt_error(format!("`{t}` is not a token id of this model")))
-        })
-        .collect()
 }
 
 /// Every prompt as token ids.
@@ -76,11 +69,13 @@ fn prompts(engine: &TextEngine, prompt: &Value) -> Result<Vec<Vec<u32>>> {
             .map(|t| encode(t.as_str().unwrap_or_default()))
             .collect(),
         Value::Array(items) if items.iter().all(Value::is_number) => {
-            Ok(vec![token_ids(prompt, vocab)?])
+            Ok(vec![token_ids(prompt, 0, vocab)?])
         }
-        Value::Array(items) if items.iter().all(Value::is_array) => {
-            items.iter().map(|p| token_ids(p, vocab)).collect()
-        }
+        Value::Array(items) if items.iter().all(Value::is_array) => items
+            .iter()
+            .enumerate()
+            .map(|(i, p)| token_ids(p, i, vocab))
+            .collect(),
         _ => Err(prompt_error(
             "`prompt` must be a string, a list of strings, token ids, or lists of token ids",
         )),
@@ -176,18 +171,12 @@ pub async fn create(
     let id = format!("cmpl-{}", uuid::Uuid::new_v4().simple());
     let created = now_unix();
     let model = resolved.model.clone();
-    let deployment = resolved.deployment.name().to_owned();
+    let usage = UsageSink::new(&state, &identity, resolved.deployment.name());
 
     if !body.stream {
         let outputs = collect(choices).await?;
         let completion_tokens: u64 = outputs.iter().map(|o| o.tokens.len() as u64).sum();
-        record_usage(
-            &state,
-            &identity,
-            &deployment,
-            prompt_tokens,
-            completion_tokens,
-        );
+        usage.record(prompt_tokens, completion_tokens);
         let choices: Vec<Value> = outputs
             .iter()
             .zip(&echoes)
@@ -236,21 +225,13 @@ pub async fn create(
             Some(json!({"index": index, "text": "", "logprobs": null, "finish_reason": reason}))
         }
     };
-    let on_complete = move |completion_tokens| {
-        record_usage(
-            &state,
-            &identity,
-            &deployment,
-            prompt_tokens,
-            completion_tokens,
-        )
-    };
     let spec = StreamSpec {
         header,
         include_usage,
         prompt_tokens,
         prelude,
+        usage,
     };
-    tokio::spawn(stream_choices(sender, spec, choices, render, on_complete));
+    tokio::spawn(stream_choices(sender, spec, choices, render));
     Ok(response)
 }

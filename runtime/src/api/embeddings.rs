@@ -11,8 +11,9 @@ use serde_json::Value;
 use utoipa::ToSchema;
 
 use super::AppState;
+use super::extract::token_id_list;
 use super::inference::{resolve_json, unserved};
-use super::usage::record_usage;
+use super::usage::UsageSink;
 use crate::auth::Identity;
 use crate::config::ModelKind;
 use crate::engine::{Backend, EmbeddingEngine};
@@ -78,25 +79,6 @@ fn input_error(message: impl Into<String>) -> HearthError {
     HearthError::invalid_param("input", message)
 }
 
-fn token_list(value: &Value, at: usize) -> Result<Vec<u32>> {
-    let items = value
-        .as_array()
-        .ok_or_else(|| input_error("mix of token lists and other values"))?;
-    if items.is_empty() {
-        return Err(input_error(format!("input[{at}] is an empty token list")));
-    }
-    items
-        .iter()
-        .map(|t| {
-            t.as_u64()
-                .and_then(|t| u32::try_from(t).ok())
-                .ok_or_else(|| {
-                    input_error(format!("input[{at}] holds `{t}`, which is not a token id"))
-                })
-        })
-        .collect()
-}
-
 fn parse_inputs(input: &Value) -> Result<Inputs> {
     let inputs = match input {
         Value::String(text) => Inputs::Texts(vec![text.clone()]),
@@ -110,13 +92,13 @@ fn parse_inputs(input: &Value) -> Result<Inputs> {
                 .collect(),
         ),
         Value::Array(items) if items.iter().all(Value::is_number) => {
-            Inputs::Tokens(vec![token_list(input, 0)?])
+            Inputs::Tokens(vec![token_id_list(input, "input", 0)?])
         }
         Value::Array(items) if items.iter().all(Value::is_array) => Inputs::Tokens(
             items
                 .iter()
                 .enumerate()
-                .map(|(i, v)| token_list(v, i))
+                .map(|(i, v)| token_id_list(v, "input", i))
                 .collect::<Result<_>>()?,
         ),
         Value::Array(_) => {
@@ -265,13 +247,7 @@ pub async fn create(
 
     let vectors = engine.embed(sequences).await?;
 
-    record_usage(
-        &state,
-        &identity,
-        resolved.deployment.name(),
-        prompt_tokens,
-        0,
-    );
+    UsageSink::new(&state, &identity, resolved.deployment.name()).record(prompt_tokens, 0);
     let data = vectors
         .into_iter()
         .enumerate()

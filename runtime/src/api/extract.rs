@@ -86,6 +86,36 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, HearthError> {
     })
 }
 
+/// A JSON list of token ids (`param` names the field in errors, `at` its index).
+pub fn token_id_list(
+    value: &serde_json::Value,
+    param: &str,
+    at: usize,
+) -> Result<Vec<u32>, HearthError> {
+    let items = value
+        .as_array()
+        .ok_or_else(|| HearthError::invalid_param(param, "mix of token lists and other values"))?;
+    if items.is_empty() {
+        return Err(HearthError::invalid_param(
+            param,
+            format!("{param}[{at}] is an empty token list"),
+        ));
+    }
+    items
+        .iter()
+        .map(|t| {
+            t.as_u64()
+                .and_then(|t| u32::try_from(t).ok())
+                .ok_or_else(|| {
+                    HearthError::invalid_param(
+                        param,
+                        format!("{param}[{at}] holds `{t}`, which is not a token id"),
+                    )
+                })
+        })
+        .collect()
+}
+
 /// The parameter a serde error is about: its path, or for a missing field the
 /// field's own name (serde reports those at the parent's path).
 fn param_of(path: &str, message: &str) -> Option<String> {

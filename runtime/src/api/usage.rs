@@ -5,9 +5,37 @@ use super::AppState;
 use crate::auth::Identity;
 use crate::store::{UsageCounters, UsageSubject};
 
+/// Where one request's usage is recorded, carried into a stream's task.
+#[derive(Debug, Clone)]
+pub struct UsageSink {
+    state: AppState,
+    identity: Identity,
+    deployment: String,
+}
+
+impl UsageSink {
+    pub fn new(state: &AppState, identity: &Identity, deployment: &str) -> Self {
+        Self {
+            state: state.clone(),
+            identity: identity.clone(),
+            deployment: deployment.to_owned(),
+        }
+    }
+
+    pub fn record(&self, prompt_tokens: u64, completion_tokens: u64) {
+        record_usage(
+            &self.state,
+            &self.identity,
+            &self.deployment,
+            prompt_tokens,
+            completion_tokens,
+        );
+    }
+}
+
 /// Adds one request and its tokens. The key's request was already counted by the
 /// auth layer, so only its tokens are added here.
-pub fn record_usage(
+fn record_usage(
     state: &AppState,
     identity: &Identity,
     deployment: &str,
