@@ -1,6 +1,7 @@
 //! One integration-test binary for the whole end-to-end suite (as ripgrep does):
 //! every test starts the real `hearth` binary and talks to it over a socket.
 
+mod chat;
 mod cli_keys;
 mod embeddings;
 mod serve;
