@@ -8,6 +8,8 @@
 //! The reference checks run on the CPU by default; `HEARTH_TEST_DEVICE=wgpu` with
 //! `--features wgpu` runs the same checks on the GPU path (`scripts/test-wgpu`).
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
@@ -38,17 +40,11 @@ struct Case {
 }
 
 fn model_dir() -> PathBuf {
-    let root = std::env::var_os("HEARTH_MODELS_DIR").map_or_else(
-        || Path::new(env!("CARGO_MANIFEST_DIR")).join("../.models"),
-        PathBuf::from,
-    );
-    let dir = root.join("all-minilm-l6-v2");
-    assert!(
-        dir.join("model.safetensors").is_file(),
-        "all-MiniLM-L6-v2 not found in {}: run scripts/fetch-models (or set HEARTH_MODELS_DIR)",
-        dir.display()
-    );
-    dir
+    let weights = common::installed("all-minilm-l6-v2/model.safetensors");
+    weights
+        .parent()
+        .expect("a folder holds the weights")
+        .to_path_buf()
 }
 
 /// The device the reference checks run on: `HEARTH_TEST_DEVICE` (`cpu` or `wgpu`), else the CPU.

@@ -4,6 +4,8 @@
 //!
 //! The synthetic blocks need no model; the real-tensor check needs SmolLM2 (`scripts/fetch-models`).
 
+mod common;
+
 use std::path::{Path, PathBuf};
 
 use hearth_models::ModelError;
@@ -81,17 +83,7 @@ fn synthetic_blocks_match_gguf_package() {
 }
 
 fn model_path() -> PathBuf {
-    let root = std::env::var_os("HEARTH_MODELS_DIR").map_or_else(
-        || Path::new(env!("CARGO_MANIFEST_DIR")).join("../.models"),
-        PathBuf::from,
-    );
-    let path = root.join("smollm2-135m-instruct/SmolLM2-135M-Instruct.Q4_1.gguf");
-    assert!(
-        path.is_file(),
-        "{} not found: run scripts/fetch-models (or set HEARTH_MODELS_DIR)",
-        path.display()
-    );
-    path
+    common::installed("smollm2-135m-instruct/SmolLM2-135M-Instruct.Q4_1.gguf")
 }
 
 #[test]

@@ -5,6 +5,8 @@
 //! Needs the real model: `scripts/fetch-models` installs it in `<repo>/.models`, or set
 //! `HEARTH_MODELS_DIR` to a folder holding `smollm2-135m-instruct/`.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
@@ -43,17 +45,7 @@ struct Chat {
 }
 
 fn model_path() -> PathBuf {
-    let root = std::env::var_os("HEARTH_MODELS_DIR").map_or_else(
-        || Path::new(env!("CARGO_MANIFEST_DIR")).join("../.models"),
-        PathBuf::from,
-    );
-    let path = root.join("smollm2-135m-instruct/SmolLM2-135M-Instruct.Q4_1.gguf");
-    assert!(
-        path.is_file(),
-        "{} not found: run scripts/fetch-models (or set HEARTH_MODELS_DIR)",
-        path.display()
-    );
-    path
+    common::installed("smollm2-135m-instruct/SmolLM2-135M-Instruct.Q4_1.gguf")
 }
 
 fn model() -> &'static LlamaModel {

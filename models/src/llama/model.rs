@@ -58,11 +58,17 @@ impl LlamaModel {
     /// Loads `path` (a GGUF file of a Llama-architecture model) onto `device`, dequantising
     /// every weight to f32.
     pub fn load_gguf(path: &Path, device: &Device) -> Result<Self, ModelError> {
+        Self::from_gguf(&GgufFile::open(path)?, device)
+    }
+
+    /// Builds the model from an already parsed GGUF file (so a caller that also needs the
+    /// file's tokenizer reads it once).
+    pub fn from_gguf(file: &GgufFile, device: &Device) -> Result<Self, ModelError> {
         let start = std::time::Instant::now();
-        let file = GgufFile::open(path)?;
-        let config = LlamaConfig::from_gguf(&file)?;
-        let tokenizer = GgufTokenizer::from_gguf(&file)?;
-        let weights = load_weights(&file, &config, device)?;
+        let path = file.path();
+        let config = LlamaConfig::from_gguf(file)?;
+        let tokenizer = GgufTokenizer::from_gguf(file)?;
+        let weights = load_weights(file, &config, device)?;
         let (rope_cos, rope_sin) = rope_tables(&config);
         tracing::info!(path = %path.display(), layers = config.num_layers, hidden = config.hidden_size,
             elapsed_ms = start.elapsed().as_millis(), "loaded GGUF Llama model");

@@ -77,9 +77,9 @@ pub fn start_gguf(
     options: GenerationOptions,
 ) -> Result<TextEngine> {
     let (device, device_name) = super::select_device(device)?;
+    // One read of the file serves the HTTP side's tokenizer and the worker's weights.
     let file = GgufFile::open(path).map_err(model_error)?;
     let tokenizer = GgufTokenizer::from_gguf(&file).map_err(model_error)?;
-    drop(file);
     let template = tokenizer
         .chat_template()
         .map(|source| {
@@ -96,10 +96,9 @@ pub fn start_gguf(
         .transpose()
         .map_err(model_error)?;
     let stop_tokens = tokenizer.stop_ids().to_vec();
-    let owned_path = path.to_path_buf();
     let started = std::time::Instant::now();
     let (queue, context_length) = GenerationQueue::start(name, options, move || {
-        let model = LlamaModel::load_gguf(&owned_path, &device).map_err(model_error)?;
+        let model = LlamaModel::from_gguf(&file, &device).map_err(model_error)?;
         let context_length = model.config().context_length;
         Ok((model, context_length))
     })?;
