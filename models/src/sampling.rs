@@ -85,10 +85,6 @@ impl Sampler {
         }
     }
 
-    pub fn params(&self) -> &SamplingParams {
-        &self.params
-    }
-
     /// Chooses the next token from the last position's logits.
     pub fn sample(&mut self, logits: &[f32]) -> Sampled {
         let (logprob, top_logprobs) = match self.params.logprobs {

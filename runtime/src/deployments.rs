@@ -123,10 +123,6 @@ impl Registry {
         self.deployments.iter()
     }
 
-    pub fn len(&self) -> usize {
-        self.deployments.len()
-    }
-
     pub fn is_empty(&self) -> bool {
         self.deployments.is_empty()
     }

@@ -6,7 +6,7 @@
 
 use std::io::Write;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use rand::Rng;
 use rand::distr::Alphanumeric;
@@ -73,9 +73,4 @@ pub fn discover(data_dir: &Path) -> Option<(ServerInfo, String)> {
     let info: ServerInfo = serde_json::from_str(&info).ok()?;
     let token = std::fs::read_to_string(data_dir.join(TOKEN_FILE)).ok()?;
     Some((info, token.trim().to_owned()))
-}
-
-/// Where `server.json` lives (tests poll for it).
-pub fn server_file(data_dir: &Path) -> PathBuf {
-    data_dir.join(SERVER_FILE)
 }

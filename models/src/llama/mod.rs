@@ -25,13 +25,5 @@ pub use cache::KvCache;
 pub use config::LlamaConfig;
 pub use model::LlamaModel;
 
-/// Index of the largest logit (the first one on ties): greedy decoding.
-pub fn argmax(logits: &[f32]) -> u32 {
-    let mut best = 0;
-    for (i, &v) in logits.iter().enumerate() {
-        if v > logits[best] {
-            best = i;
-        }
-    }
-    u32::try_from(best).unwrap_or(u32::MAX)
-}
+/// Greedy decoding: the index of the largest logit (the first one on ties).
+pub use crate::sampling::argmax;

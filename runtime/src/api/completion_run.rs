@@ -55,7 +55,7 @@ pub async fn collect(choices: Vec<ChoiceStream>) -> Result<Vec<Collected>> {
 
 /// All choices' events on one channel, tagged with the choice index. Dropping
 /// the receiver drops the choices, which cancels their generations.
-pub fn merged(choices: Vec<ChoiceStream>) -> UnboundedReceiver<(usize, Result<ChoiceOutput>)> {
+fn merged(choices: Vec<ChoiceStream>) -> UnboundedReceiver<(usize, Result<ChoiceOutput>)> {
     let (tx, rx) = unbounded_channel();
     for (index, mut choice) in choices.into_iter().enumerate() {
         let tx = tx.clone();
