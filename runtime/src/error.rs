@@ -213,6 +213,13 @@ impl IntoResponse for HearthError {
             tracing::debug!(error = %self, status = status.as_u16(), "request rejected");
         }
         let mut response = (status, axum::Json(self.to_body())).into_response();
+        if matches!(self, HearthError::PayloadTooLarge { .. }) {
+            // The rest of the body is never read, so the connection cannot carry another
+            // request; saying so keeps clients from reusing it and failing.
+            response
+                .headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
         if matches!(self, HearthError::Unavailable(_)) {
             response
                 .headers_mut()
