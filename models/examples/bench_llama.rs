@@ -1,20 +1,22 @@
-//! Tokens per second of SmolLM2-135M-Instruct (GGUF Q4_1, dequantised to f32) on the CPU
-//! backend: prefill of prompts of a few lengths, then one-token decode steps with the KV cache.
+//! Tokens per second of a Llama-style decoder: prefill of prompts of a few lengths, then
+//! one-token decode steps with the KV cache, then a batched decode step of 8 sequences.
 //!
 //! ```sh
-//! cargo run -p hearth-models --example bench_llama
+//! cargo run -p hearth-models --example bench_llama [-- MODEL [cpu|wgpu]]
 //! ```
 //!
-//! The model is `$HEARTH_MODELS_DIR/smollm2-135m-instruct/SmolLM2-135M-Instruct.Q4_1.gguf`, by
-//! default under `<repo>/.models` (`scripts/fetch-models`). Threads: rayon's global pool
-//! (`RAYON_NUM_THREADS`).
+//! `MODEL` is a GGUF file or a Hugging Face checkpoint folder; by default SmolLM2-135M-Instruct
+//! (Q4_1, dequantised to f32) from `$HEARTH_MODELS_DIR/smollm2-135m-instruct/`, under
+//! `<repo>/.models` unless set (`scripts/fetch-models`). The device is the CPU backend unless
+//! `wgpu` is given (needs the `wgpu` feature). Prompts are fixed pseudo-random token ids: speed
+//! does not depend on the text. CPU threads: rayon's global pool (`RAYON_NUM_THREADS`).
 #![allow(clippy::print_stdout, reason = "a benchmark's output is its table")]
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use hearth_models::llama::{LlamaModel, argmax};
-use hearth_models::{ModelError, cpu_device};
+use hearth_models::{Device, ModelError, cpu_device};
 
 /// See `bench_embeddings.rs`: glibc's malloc page-faults every large activation back in.
 #[global_allocator]
@@ -32,12 +34,30 @@ fn model_path() -> PathBuf {
         .join("smollm2-135m-instruct/SmolLM2-135M-Instruct.Q4_1.gguf")
 }
 
+fn device(name: Option<&str>) -> Device {
+    match name {
+        None | Some("cpu") => cpu_device(),
+        #[cfg(feature = "wgpu")]
+        Some("wgpu") => hearth_models::gpu_device(),
+        Some(other) => panic!("unknown device `{other}` (cpu, or wgpu with the wgpu feature)"),
+    }
+}
+
 fn main() -> Result<(), ModelError> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let path = args.first().map_or_else(model_path, PathBuf::from);
+    let device = device(args.get(1).map(String::as_str));
     let start = Instant::now();
-    let model = LlamaModel::load_gguf(&model_path(), &cpu_device())?;
-    println!("load: {:.2} s", start.elapsed().as_secs_f64());
-    let text = "Hearth serves language, speech and image models from one small binary. ".repeat(64);
-    let all = model.tokenizer().encode(&text, true)?;
+    let model = LlamaModel::load(&path, &device)?;
+    println!(
+        "{}: load {:.2} s on {device:?}",
+        path.display(),
+        start.elapsed().as_secs_f64()
+    );
+    let vocab = model.config().vocab_size as u64;
+    let all: Vec<u32> = (0..1024u64)
+        .map(|i| u32::try_from((i * 7919 + 13) % vocab).expect("vocab fits u32"))
+        .collect();
     model.forward(&all[..8], &mut model.new_cache())?; // warm-up
 
     println!(

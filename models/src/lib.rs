@@ -2,8 +2,10 @@
 //!
 //! Today: BERT-family sentence-embedding encoders ([`EmbeddingModel`]), checked against a numpy
 //! reference of all-MiniLM-L6-v2 (`models/scripts/generate_embedding_reference.py`); Llama-style
-//! decoders from GGUF files ([`llama::LlamaModel`], on the native reader in [`gguf`]), checked
-//! against a numpy SmolLM2 (`models/scripts/generate_llama_reference.py`).
+//! decoders from GGUF files (on the native reader in [`gguf`]) or safetensors checkpoints
+//! ([`llama::LlamaModel`], with [`ChatTokenizer`] for Hugging Face tokenizers), checked against a
+//! numpy SmolLM2 (`models/scripts/generate_llama_reference.py`) and tiny random-weight Qwen2/Qwen3
+//! checkpoints (`models/scripts/generate_qwen_reference.py`).
 //!
 //! Models are synchronous and pure: no async runtime, no threads of their own. The server's
 //! engine thread owns them. On the CPU the heavy lifting runs in burn's Flex backend, which
@@ -26,15 +28,18 @@
 
 pub mod bert;
 pub mod chat_template;
+mod chat_tokenizer;
 mod embedding;
 mod error;
 pub mod gguf;
 mod json;
 pub mod llama;
+mod safetensors_folder;
 pub mod sampling;
 mod tokenizer;
 
-pub use burn::tensor::Device;
+pub use burn::tensor::{Device, DeviceKind};
+pub use chat_tokenizer::ChatTokenizer;
 pub use embedding::EmbeddingModel;
 pub use error::ModelError;
 pub use tokenizer::TextTokenizer;
@@ -52,5 +57,12 @@ pub fn cpu_device() -> Device {
 /// has). Only with the `wgpu` feature.
 #[cfg(feature = "wgpu")]
 pub fn gpu_device() -> Device {
-    Device::wgpu(burn::tensor::DeviceKind::DefaultDevice)
+    Device::wgpu(DeviceKind::DefaultDevice)
+}
+
+/// A particular wgpu adapter (`DiscreteGpu(0)`, `Cpu` for a software driver, …). Only with the
+/// `wgpu` feature.
+#[cfg(feature = "wgpu")]
+pub fn wgpu_device(kind: DeviceKind) -> Device {
+    Device::wgpu(kind)
 }

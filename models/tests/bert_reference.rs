@@ -47,22 +47,10 @@ fn model_dir() -> PathBuf {
         .to_path_buf()
 }
 
-/// The device the reference checks run on: `HEARTH_TEST_DEVICE` (`cpu` or `wgpu`), else the CPU.
-fn test_device() -> hearth_models::Device {
-    match std::env::var("HEARTH_TEST_DEVICE").as_deref() {
-        #[cfg(feature = "wgpu")]
-        Ok("wgpu") => hearth_models::gpu_device(),
-        Ok("cpu") | Err(_) => cpu_device(),
-        Ok(other) => {
-            panic!("HEARTH_TEST_DEVICE={other}: expected cpu, or wgpu with --features wgpu")
-        }
-    }
-}
-
 fn model() -> &'static EmbeddingModel {
     static MODEL: OnceLock<EmbeddingModel> = OnceLock::new();
     MODEL.get_or_init(
-        || match EmbeddingModel::load(&model_dir(), &test_device()) {
+        || match EmbeddingModel::load(&model_dir(), &common::test_device()) {
             Ok(model) => model,
             Err(err) => panic!("loading all-MiniLM-L6-v2: {err}"),
         },

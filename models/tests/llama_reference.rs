@@ -10,7 +10,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-use hearth_models::gguf::IncrementalDetokenizer;
+use hearth_models::gguf::{GgufFile, GgufTokenizer, IncrementalDetokenizer};
 use hearth_models::llama::{LlamaModel, argmax};
 use hearth_models::{ModelError, cpu_device};
 use serde::Deserialize;
@@ -48,14 +48,23 @@ fn model_path() -> PathBuf {
     common::installed("smollm2-135m-instruct/SmolLM2-135M-Instruct.Q4_1.gguf")
 }
 
+/// The model and the tokenizer from its metadata, read from one parse of the file.
+fn loaded() -> &'static (LlamaModel, GgufTokenizer) {
+    static MODEL: OnceLock<(LlamaModel, GgufTokenizer)> = OnceLock::new();
+    MODEL.get_or_init(|| {
+        let file = GgufFile::open(&model_path()).expect("opens SmolLM2");
+        let model = LlamaModel::from_gguf(&file, &cpu_device()).expect("loads SmolLM2");
+        let tokenizer = GgufTokenizer::from_gguf(&file).expect("SmolLM2's tokenizer");
+        (model, tokenizer)
+    })
+}
+
 fn model() -> &'static LlamaModel {
-    static MODEL: OnceLock<LlamaModel> = OnceLock::new();
-    MODEL.get_or_init(
-        || match LlamaModel::load_gguf(&model_path(), &cpu_device()) {
-            Ok(model) => model,
-            Err(err) => panic!("loading SmolLM2: {err}"),
-        },
-    )
+    &loaded().0
+}
+
+fn tokenizer() -> &'static GgufTokenizer {
+    &loaded().1
 }
 
 fn fixture() -> Fixture {
@@ -76,7 +85,7 @@ fn config_and_tokenizer_metadata() {
     let model = model();
     let config = model.config();
     assert_eq!(*config, hearth_models::llama::LlamaConfig::smollm2_135m());
-    let tokenizer = model.tokenizer();
+    let tokenizer = tokenizer();
     assert_eq!(
         (
             tokenizer.bos_id(),
@@ -95,7 +104,7 @@ fn config_and_tokenizer_metadata() {
 
 #[test]
 fn tokenizer_matches_reference() {
-    let tokenizer = model().tokenizer();
+    let tokenizer = tokenizer();
     for prompt in fixture().prompts {
         let ids = tokenizer.encode(&prompt.text, true).expect("encodes");
         assert_eq!(ids, prompt.token_ids, "{:?}", prompt.text);
@@ -133,7 +142,7 @@ fn greedy_chat_with_kv_cache_matches_reference() {
     let model = model();
     let chat = fixture().chat;
     assert!(chat.prompt.contains(&chat.question));
-    let tokenizer = model.tokenizer();
+    let tokenizer = tokenizer();
     let prompt = tokenizer.encode(&chat.prompt, true).expect("encodes");
     let mut cache = model.new_cache();
     let mut logits = model.forward(&prompt, &mut cache).expect("prefill");
@@ -191,7 +200,7 @@ fn chunked_and_batched_paths_agree_with_one_pass() {
 
 #[test]
 fn detokenizer_never_splits_a_character() {
-    let tokenizer = model().tokenizer();
+    let tokenizer = tokenizer();
     let text = "café 日本語 🙂!";
     let ids = tokenizer.encode(text, false).expect("encodes");
     let mut detok = IncrementalDetokenizer::default();

@@ -13,40 +13,17 @@ use burn::prelude::*;
 use burn::tensor::activation::{silu, softmax};
 
 use super::cache::KvCache;
-use super::config::LlamaConfig;
-use super::loader::load_weights;
+use super::config::{LlamaConfig, RopeScaling, read_hf_config};
+use super::weights::LlamaWeights;
+use super::{gguf_weights, hf_weights};
 use crate::ModelError;
-use crate::gguf::{GgufFile, GgufTokenizer};
+use crate::gguf::GgufFile;
+use crate::safetensors_folder::SafetensorsFolder;
 
-/// One decoder layer, weights as `[in, out]` for `x.matmul(w)`.
-#[derive(Debug)]
-pub(crate) struct LlamaLayer {
-    pub attn_norm: Tensor<1>,
-    /// Q, K, V side by side: `[hidden, (heads + 2·kv_heads)·head_dim]` (Q and K un-permuted).
-    pub qkv: Tensor<2>,
-    pub attn_output: Tensor<2>,
-    pub ffn_norm: Tensor<1>,
-    /// Gate and up side by side: `[hidden, 2·ffn]`.
-    pub gate_up: Tensor<2>,
-    pub down: Tensor<2>,
-}
-
-/// All weights of the decoder.
-#[derive(Debug)]
-pub(crate) struct LlamaWeights {
-    /// `[vocab, hidden]`.
-    pub embedding: Tensor<2>,
-    pub layers: Vec<LlamaLayer>,
-    pub output_norm: Tensor<1>,
-    /// `[hidden, vocab]`.
-    pub lm_head: Tensor<2>,
-}
-
-/// A Llama-style decoder with its tokenizer, loaded from a GGUF file.
+/// A Llama-style decoder (weights only; the tokenizer is loaded beside it).
 #[derive(Debug)]
 pub struct LlamaModel {
     config: LlamaConfig,
-    tokenizer: GgufTokenizer,
     weights: LlamaWeights,
     /// `cos` and `sin` of every position and frequency, `[context, head_dim / 2]` each.
     rope_cos: Vec<f32>,
@@ -55,6 +32,16 @@ pub struct LlamaModel {
 }
 
 impl LlamaModel {
+    /// Loads `path`: a `.gguf` file, or a Hugging Face checkpoint folder (`config.json` and
+    /// `*.safetensors`).
+    pub fn load(path: &Path, device: &Device) -> Result<Self, ModelError> {
+        if path.is_dir() {
+            Self::load_hf(path, device)
+        } else {
+            Self::load_gguf(path, device)
+        }
+    }
+
     /// Loads `path` (a GGUF file of a Llama-architecture model) onto `device`, dequantising
     /// every weight to f32.
     pub fn load_gguf(path: &Path, device: &Device) -> Result<Self, ModelError> {
@@ -65,31 +52,50 @@ impl LlamaModel {
     /// file's tokenizer reads it once).
     pub fn from_gguf(file: &GgufFile, device: &Device) -> Result<Self, ModelError> {
         let start = std::time::Instant::now();
-        let path = file.path();
-        let config = LlamaConfig::from_gguf(file)?;
-        let tokenizer = GgufTokenizer::from_gguf(file)?;
-        let weights = load_weights(file, &config, device)?;
+        let mut config = LlamaConfig::from_gguf(file)?;
+        if file.tensor_info("rope_freqs.weight").is_some() {
+            let divisors =
+                gguf_weights::vector_values(file, "rope_freqs.weight", config.head_dim / 2)?;
+            config.rope_scaling =
+                RopeScaling::Divisors(divisors.into_iter().map(f64::from).collect());
+        }
+        let weights = gguf_weights::load_weights(file, &config, device)?;
+        tracing::info!(path = %file.path().display(), layers = config.num_layers,
+            hidden = config.hidden_size, elapsed_ms = start.elapsed().as_millis(),
+            "loaded GGUF Llama model");
+        Ok(Self::new(config, weights, device))
+    }
+
+    /// Loads a Hugging Face checkpoint folder: `config.json` (`model_type` llama, mistral,
+    /// qwen2 or qwen3) and `model.safetensors` or the shards of
+    /// `model.safetensors.index.json`, in f32, f16 or bf16 (computed in f32).
+    pub fn load_hf(dir: &Path, device: &Device) -> Result<Self, ModelError> {
+        let start = std::time::Instant::now();
+        let hf = read_hf_config(&dir.join("config.json"))?;
+        let folder = SafetensorsFolder::open(dir)?;
+        let weights =
+            hf_weights::load_weights(&folder, &hf.config, hf.tie_word_embeddings, device)?;
+        tracing::info!(path = %dir.display(), model_type = %hf.model_type,
+            layers = hf.config.num_layers, hidden = hf.config.hidden_size,
+            megabytes = folder.size_bytes() / 1_000_000,
+            elapsed_ms = start.elapsed().as_millis(), "loaded safetensors checkpoint");
+        Ok(Self::new(hf.config, weights, device))
+    }
+
+    fn new(config: LlamaConfig, weights: LlamaWeights, device: &Device) -> Self {
         let (rope_cos, rope_sin) = rope_tables(&config);
-        tracing::info!(path = %path.display(), layers = config.num_layers, hidden = config.hidden_size,
-            elapsed_ms = start.elapsed().as_millis(), "loaded GGUF Llama model");
-        Ok(Self {
+        Self {
             config,
-            tokenizer,
             weights,
             rope_cos,
             rope_sin,
             device: device.clone(),
-        })
+        }
     }
 
     /// The model's shape.
     pub fn config(&self) -> &LlamaConfig {
         &self.config
-    }
-
-    /// The tokenizer from the file's metadata.
-    pub fn tokenizer(&self) -> &GgufTokenizer {
-        &self.tokenizer
     }
 
     /// The device the weights live on.
@@ -129,14 +135,25 @@ impl LlamaModel {
 
         for (index, layer) in self.weights.layers.iter().enumerate() {
             let h = self.rms_norm(x.clone(), &layer.attn_norm);
-            let qkv = h.matmul(layer.qkv.clone());
+            let mut qkv = h.matmul(layer.qkv.clone());
+            if let Some(bias) = &layer.qkv_bias {
+                qkv = qkv + bias.clone().unsqueeze::<2>();
+            }
             let heads = |from: usize, width: usize, n: usize| {
                 qkv.clone()
                     .slice(s![.., from..from + width])
                     .reshape([total, n, c.head_dim])
             };
-            let q = rope(heads(0, q_width, c.num_heads), &cos, &sin);
-            let k = rope(heads(q_width, kv_width, c.num_kv_heads), &cos, &sin);
+            let (mut q, mut k) = (
+                heads(0, q_width, c.num_heads),
+                heads(q_width, kv_width, c.num_kv_heads),
+            );
+            if let Some((q_norm, k_norm)) = &layer.qk_norm {
+                q = self.rms_norm(q, q_norm);
+                k = self.rms_norm(k, k_norm);
+            }
+            let q = rope(q, &cos, &sin);
+            let k = rope(k, &cos, &sin);
             let v = heads(q_width + kv_width, kv_width, c.num_kv_heads);
             let mut contexts = Vec::with_capacity(batch.len());
             let mut row = 0;
@@ -220,14 +237,14 @@ impl LlamaModel {
         Ok(())
     }
 
-    /// `x / rms(x) · weight`, row by row.
-    fn rms_norm(&self, x: Tensor<2>, weight: &Tensor<1>) -> Tensor<2> {
-        let mean_square = x.clone().powi_scalar(2).mean_dim(1);
+    /// `x / rms(x) · weight` over the last dimension.
+    fn rms_norm<const D: usize>(&self, x: Tensor<D>, weight: &Tensor<1>) -> Tensor<D> {
+        let mean_square = x.clone().powi_scalar(2).mean_dim(D - 1);
         let inverse = mean_square
             .add_scalar(self.config.rms_norm_eps)
             .sqrt()
             .recip();
-        x * inverse * weight.clone().unsqueeze::<2>()
+        x * inverse * weight.clone().unsqueeze::<D>()
     }
 
     /// `cos` and `sin` for every new token's position, `[tokens, 1, head_dim]` each
@@ -303,7 +320,8 @@ fn rope(x: Tensor<3>, cos: &Tensor<3>, sin: &Tensor<3>) -> Tensor<3> {
     x * cos.clone() + rotated * sin.clone()
 }
 
-/// `cos(p·θ^(−2i/d))` and `sin(…)` for every position `p` and `i < d/2`, computed in f64.
+/// `cos(p·f_i)` and `sin(…)` for every position `p` and `i < d/2`, `f_i = θ^(−2i/d)` after the
+/// model's RoPE scaling, computed in f64.
 fn rope_tables(config: &LlamaConfig) -> (Vec<f32>, Vec<f32>) {
     let half = config.head_dim / 2;
     let mut cos = Vec::with_capacity(config.context_length * half);
@@ -314,9 +332,12 @@ fn rope_tables(config: &LlamaConfig) -> (Vec<f32>, Vec<f32>) {
     )]
     for position in 0..config.context_length {
         for i in 0..half {
-            let inv_freq = config
-                .rope_theta
-                .powf(-2.0 * i as f64 / config.head_dim as f64);
+            let inv_freq = config.rope_scaling.apply(
+                i,
+                config
+                    .rope_theta
+                    .powf(-2.0 * i as f64 / config.head_dim as f64),
+            );
             let angle = position as f64 * inv_freq;
             cos.push(angle.cos() as f32);
             sin.push(angle.sin() as f32);

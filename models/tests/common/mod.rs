@@ -1,7 +1,9 @@
-//! Shared by the model test binaries: where the installed model files are.
+//! Shared by the model test binaries: where the installed model files are, and which device
+//! the checks run on.
 
 use std::path::{Path, PathBuf};
 
+#[allow(dead_code, reason = "not every test binary needs the installed models")]
 /// `relative` under `$HEARTH_MODELS_DIR`, else `<repo>/.models` (`scripts/fetch-models`);
 /// panics with that hint when it is missing.
 pub fn installed(relative: &str) -> PathBuf {
@@ -16,4 +18,17 @@ pub fn installed(relative: &str) -> PathBuf {
         path.display()
     );
     path
+}
+
+/// The device the reference checks run on: `HEARTH_TEST_DEVICE` (`cpu` or `wgpu`), else the CPU.
+#[allow(dead_code, reason = "not every test binary runs on a chosen device")]
+pub fn test_device() -> hearth_models::Device {
+    match std::env::var("HEARTH_TEST_DEVICE").as_deref() {
+        #[cfg(feature = "wgpu")]
+        Ok("wgpu") => hearth_models::gpu_device(),
+        Ok("cpu") | Err(_) => hearth_models::cpu_device(),
+        Ok(other) => {
+            panic!("HEARTH_TEST_DEVICE={other}: expected cpu, or wgpu with --features wgpu")
+        }
+    }
 }

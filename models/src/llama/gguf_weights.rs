@@ -8,6 +8,7 @@
 //! | `output_norm.weight`, `output.weight` | final RMSNorm, LM head | as is |
 //! | `attn_norm.weight`, `ffn_norm.weight` | RMSNorm weights | as is |
 //! | `attn_q.weight`, `attn_k.weight` | Q, K `[out, in]`, rows permuted by llama.cpp | un-permuted, then fused into `qkv` |
+//! | `rope_freqs.weight` | per-frequency RoPE divisors (Llama 3.1+) | into the config's RoPE scaling |
 //! | `attn_v.weight` | V | fused into `qkv` `[hidden, (heads + 2·kv_heads)·head_dim]` |
 //! | `attn_output.weight` | output projection | transposed to `[in, out]` |
 //! | `ffn_gate.weight`, `ffn_up.weight` | SwiGLU | fused into `gate_up` `[hidden, 2·ffn]` |
@@ -23,16 +24,9 @@
 use burn::prelude::*;
 
 use super::config::LlamaConfig;
-use super::model::{LlamaLayer, LlamaWeights};
+use super::weights::{LlamaLayer, LlamaWeights, Matrix, fused_transposed, vector};
 use crate::ModelError;
 use crate::gguf::GgufFile;
-
-/// A dequantised matrix in GGUF order: `rows` rows of `cols` contiguous values.
-struct Matrix {
-    values: Vec<f32>,
-    rows: usize,
-    cols: usize,
-}
 
 fn matrix(file: &GgufFile, name: &str, rows: usize, cols: usize) -> Result<Matrix, ModelError> {
     let (values, dims) = file.dequantize(name)?;
@@ -46,12 +40,12 @@ fn matrix(file: &GgufFile, name: &str, rows: usize, cols: usize) -> Result<Matri
     Ok(Matrix { values, rows, cols })
 }
 
-fn vector(
+/// The values of a 1-D tensor of `len` values.
+pub(crate) fn vector_values(
     file: &GgufFile,
     name: &str,
     len: usize,
-    device: &Device,
-) -> Result<Tensor<1>, ModelError> {
+) -> Result<Vec<f32>, ModelError> {
     let (values, dims) = file.dequantize(name)?;
     if dims != [len] {
         return Err(ModelError::Tensor {
@@ -60,7 +54,7 @@ fn vector(
             reason: format!("dimensions {dims:?}, expected [{len}]"),
         });
     }
-    Ok(Tensor::from_data(TensorData::new(values, [len]), device))
+    Ok(values)
 }
 
 /// Undoes llama.cpp's Q/K row permutation (see the module docs).
@@ -80,23 +74,6 @@ fn unpermute_rows(m: Matrix, heads: usize) -> Matrix {
     Matrix { values, ..m }
 }
 
-/// `[in, out]` tensor of the matrices side by side, from GGUF `[out, in]` matrices that share `in`.
-fn fused_transposed(parts: &[Matrix], device: &Device) -> Tensor<2> {
-    let cols = parts[0].cols;
-    let out: usize = parts.iter().map(|m| m.rows).sum();
-    let mut values = vec![0.0; cols * out];
-    let mut offset = 0;
-    for m in parts {
-        for r in 0..m.rows {
-            for (c, &v) in m.values[r * cols..(r + 1) * cols].iter().enumerate() {
-                values[c * out + offset + r] = v;
-            }
-        }
-        offset += m.rows;
-    }
-    Tensor::from_data(TensorData::new(values, [cols, out]), device)
-}
-
 /// Loads every weight of `config`'s decoder from `file` onto `device`.
 pub(crate) fn load_weights(
     file: &GgufFile,
@@ -107,6 +84,7 @@ pub(crate) fn load_weights(
     let ffn = config.intermediate_size;
     let q_rows = config.num_heads * config.head_dim;
     let kv_rows = config.num_kv_heads * config.head_dim;
+    let norm = |name: &str| Ok::<_, ModelError>(vector(vector_values(file, name, hidden)?, device));
     let layers = (0..config.num_layers)
         .map(|i| {
             let name = |part: &str| format!("blk.{i}.{part}.weight");
@@ -124,10 +102,12 @@ pub(crate) fn load_weights(
             let up = matrix(file, &name("ffn_up"), ffn, hidden)?;
             let down = matrix(file, &name("ffn_down"), hidden, ffn)?;
             Ok(LlamaLayer {
-                attn_norm: vector(file, &name("attn_norm"), hidden, device)?,
+                attn_norm: norm(&name("attn_norm"))?,
                 qkv: fused_transposed(&[q, k, v], device),
+                qkv_bias: None,
+                qk_norm: None,
                 attn_output: fused_transposed(&[o], device),
-                ffn_norm: vector(file, &name("ffn_norm"), hidden, device)?,
+                ffn_norm: norm(&name("ffn_norm"))?,
                 gate_up: fused_transposed(&[gate, up], device),
                 down: fused_transposed(&[down], device),
             })
@@ -144,12 +124,9 @@ pub(crate) fn load_weights(
         fused_transposed(std::slice::from_ref(&embedding), device)
     };
     Ok(LlamaWeights {
-        embedding: Tensor::from_data(
-            TensorData::new(embedding.values, [embedding.rows, embedding.cols]),
-            device,
-        ),
+        embedding: embedding.into_tensor(device),
         layers,
-        output_norm: vector(file, "output_norm.weight", hidden, device)?,
+        output_norm: norm("output_norm.weight")?,
         lm_head,
     })
 }

@@ -1,0 +1,123 @@
+//! Weights from a Hugging Face checkpoint (`*.safetensors`, PyTorch names) into the inference
+//! layout. Per layer `model.layers.{i}.`:
+//!
+//! | checkpoint | kept as |
+//! |------------|---------|
+//! | `self_attn.{q,k,v}_proj.weight` | fused into `qkv` (already in rotate-half order) |
+//! | `self_attn.{q,k,v}_proj.bias` (Qwen2) | fused into `qkv_bias` |
+//! | `self_attn.{q,k}_norm.weight` (Qwen3) | `qk_norm` |
+//! | `self_attn.o_proj.weight` | `attn_output`, transposed |
+//! | `input_layernorm.weight`, `post_attention_layernorm.weight` | `attn_norm`, `ffn_norm` |
+//! | `mlp.{gate,up}_proj.weight` | fused into `gate_up` |
+//! | `mlp.down_proj.weight` | `down`, transposed |
+//!
+//! plus `model.embed_tokens.weight`, `model.norm.weight` and `lm_head.weight` (ignored when
+//! `tie_word_embeddings` is true, required otherwise).
+
+use burn::prelude::*;
+
+use super::config::LlamaConfig;
+use super::weights::{LlamaLayer, LlamaWeights, Matrix, fused_transposed, vector};
+use crate::ModelError;
+use crate::safetensors_folder::SafetensorsFolder;
+
+fn matrix(
+    folder: &SafetensorsFolder,
+    name: &str,
+    rows: usize,
+    cols: usize,
+) -> Result<Matrix, ModelError> {
+    Ok(Matrix {
+        values: folder.tensor(name, &[rows, cols])?,
+        rows,
+        cols,
+    })
+}
+
+/// Loads every weight of `config`'s decoder from `folder` onto `device`.
+pub(crate) fn load_weights(
+    folder: &SafetensorsFolder,
+    config: &LlamaConfig,
+    tie_word_embeddings: bool,
+    device: &Device,
+) -> Result<LlamaWeights, ModelError> {
+    let hidden = config.hidden_size;
+    let ffn = config.intermediate_size;
+    let q_rows = config.num_heads * config.head_dim;
+    let kv_rows = config.num_kv_heads * config.head_dim;
+    let values = |name: &str, len: usize| folder.tensor(name, &[len]);
+    let layers = (0..config.num_layers)
+        .map(|i| {
+            let name = |part: &str| format!("model.layers.{i}.{part}");
+            let attn = |p: &str, rows: usize| {
+                matrix(
+                    folder,
+                    &name(&format!("self_attn.{p}_proj.weight")),
+                    rows,
+                    hidden,
+                )
+            };
+            let qkv = [attn("q", q_rows)?, attn("k", kv_rows)?, attn("v", kv_rows)?];
+            let qkv_bias = if config.attention_bias {
+                let bias =
+                    |p: &str, rows: usize| values(&name(&format!("self_attn.{p}_proj.bias")), rows);
+                let mut fused = bias("q", q_rows)?;
+                fused.extend(bias("k", kv_rows)?);
+                fused.extend(bias("v", kv_rows)?);
+                Some(vector(fused, device))
+            } else {
+                None
+            };
+            let qk_norm = if config.qk_norm {
+                let norm = |p: &str| {
+                    values(
+                        &name(&format!("self_attn.{p}_norm.weight")),
+                        config.head_dim,
+                    )
+                    .map(|v| vector(v, device))
+                };
+                Some((norm("q")?, norm("k")?))
+            } else {
+                None
+            };
+            let o = matrix(folder, &name("self_attn.o_proj.weight"), hidden, q_rows)?;
+            let gate = matrix(folder, &name("mlp.gate_proj.weight"), ffn, hidden)?;
+            let up = matrix(folder, &name("mlp.up_proj.weight"), ffn, hidden)?;
+            let down = matrix(folder, &name("mlp.down_proj.weight"), hidden, ffn)?;
+            Ok(LlamaLayer {
+                attn_norm: vector(values(&name("input_layernorm.weight"), hidden)?, device),
+                qkv: fused_transposed(&qkv, device),
+                qkv_bias,
+                qk_norm,
+                attn_output: fused_transposed(&[o], device),
+                ffn_norm: vector(
+                    values(&name("post_attention_layernorm.weight"), hidden)?,
+                    device,
+                ),
+                gate_up: fused_transposed(&[gate, up], device),
+                down: fused_transposed(&[down], device),
+            })
+        })
+        .collect::<Result<Vec<_>, ModelError>>()?;
+    let embedding = matrix(
+        folder,
+        "model.embed_tokens.weight",
+        config.vocab_size,
+        hidden,
+    )?;
+    let lm_head = if tie_word_embeddings {
+        tracing::debug!("LM head tied to model.embed_tokens.weight");
+        fused_transposed(std::slice::from_ref(&embedding), device)
+    } else {
+        fused_transposed(
+            &[matrix(folder, "lm_head.weight", config.vocab_size, hidden)?],
+            device,
+        )
+    };
+    Ok(LlamaWeights {
+        embedding: embedding.into_tensor(device),
+        layers,
+        output_norm: vector(values("model.norm.weight", hidden)?, device),
+        lm_head,
+    })
+}

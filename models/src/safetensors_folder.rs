@@ -1,0 +1,125 @@
+//! The weights of a Hugging Face checkpoint folder: one `model.safetensors`, or shards listed by
+//! `model.safetensors.index.json`, read natively and converted to f32 tensor by tensor
+//! (F32, F16 and BF16; mixed dtypes in one file are fine).
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+
+use safetensors::{Dtype, SafeTensors};
+use serde::Deserialize;
+
+use crate::ModelError;
+use crate::json::{read_file, read_json};
+
+/// `model.safetensors.index.json`.
+#[derive(Debug, Deserialize)]
+struct ShardIndex {
+    weight_map: BTreeMap<String, String>,
+}
+
+/// Every tensor of a checkpoint folder, by name.
+pub(crate) struct SafetensorsFolder {
+    files: Vec<(PathBuf, Vec<u8>)>,
+    /// Tensor name → index into `files`.
+    index: HashMap<String, usize>,
+}
+
+impl std::fmt::Debug for SafetensorsFolder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SafetensorsFolder")
+            .field(
+                "files",
+                &self.files.iter().map(|(p, _)| p).collect::<Vec<_>>(),
+            )
+            .field("tensors", &self.index.len())
+            .finish()
+    }
+}
+
+impl SafetensorsFolder {
+    /// Opens `dir`: the shards named by `model.safetensors.index.json` when it exists, else
+    /// `model.safetensors`.
+    pub fn open(dir: &Path) -> Result<Self, ModelError> {
+        let index_path = dir.join("model.safetensors.index.json");
+        let names: Vec<String> = if index_path.is_file() {
+            let index: ShardIndex = read_json(&index_path)?;
+            let mut files: Vec<String> = index.weight_map.into_values().collect();
+            files.sort();
+            files.dedup();
+            files
+        } else {
+            vec!["model.safetensors".to_owned()]
+        };
+        let mut files = Vec::with_capacity(names.len());
+        let mut index = HashMap::new();
+        for name in names {
+            let path = dir.join(&name);
+            let bytes = read_file(&path)?;
+            let parsed = SafeTensors::deserialize(&bytes).map_err(|e| ModelError::Weights {
+                path: path.clone(),
+                reason: e.to_string(),
+            })?;
+            for tensor in parsed.names() {
+                index.insert(tensor.to_owned(), files.len());
+            }
+            files.push((path, bytes));
+        }
+        Ok(Self { files, index })
+    }
+
+    /// Total size of the weight files in bytes.
+    pub fn size_bytes(&self) -> usize {
+        self.files.iter().map(|(_, bytes)| bytes.len()).sum()
+    }
+
+    /// The values of tensor `name` as f32, checked against `shape`.
+    pub fn tensor(&self, name: &str, shape: &[usize]) -> Result<Vec<f32>, ModelError> {
+        let Some(&file) = self.index.get(name) else {
+            let path = self
+                .files
+                .first()
+                .map(|(p, _)| p.clone())
+                .unwrap_or_default();
+            return Err(ModelError::Tensor {
+                path,
+                tensor: name.to_owned(),
+                reason: "not in the checkpoint".into(),
+            });
+        };
+        let (path, bytes) = &self.files[file];
+        let error = |reason: String| ModelError::Tensor {
+            path: path.clone(),
+            tensor: name.to_owned(),
+            reason,
+        };
+        let parsed = SafeTensors::deserialize(bytes).map_err(|e| error(e.to_string()))?;
+        let view = parsed.tensor(name).map_err(|e| error(e.to_string()))?;
+        if view.shape() != shape {
+            return Err(error(format!(
+                "shape {:?}, expected {shape:?}",
+                view.shape()
+            )));
+        }
+        let data = view.data();
+        let values = match view.dtype() {
+            Dtype::F32 => data
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .collect(),
+            Dtype::F16 => data
+                .chunks_exact(2)
+                .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32())
+                .collect(),
+            Dtype::BF16 => data
+                .chunks_exact(2)
+                .map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32())
+                .collect(),
+            other => {
+                return Err(error(format!(
+                    "dtype {other:?} is not supported (F32, F16, BF16)"
+                )));
+            }
+        };
+        Ok(values)
+    }
+}
