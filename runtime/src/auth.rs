@@ -13,7 +13,7 @@ use subtle::ConstantTimeEq;
 
 use crate::deployments::{Deployment, Registry};
 use crate::error::{HearthError, Result};
-use crate::store::{Scope, Store, keys_secret_matches, now_unix, parse_key};
+use crate::store::{Scope, Store, StoredKey, keys_secret_matches, now_unix, parse_key};
 
 /// The request head an authenticator may look at.
 #[derive(Debug, Clone, Copy)]
@@ -138,27 +138,46 @@ impl KeyAuthenticator {
         }
     }
 
-    fn verify_key(&self, presented: &str) -> Result<Identity> {
-        let invalid = || HearthError::InvalidKey("Incorrect API key provided.".to_owned());
-        let parsed = parse_key(presented).ok_or_else(invalid)?;
-        let key = self.store.get_key(parsed.id)?.ok_or_else(invalid)?;
+    /// Whether the server runs open (no key needed) right now.
+    pub fn open_mode(&self) -> bool {
+        self.open.load(Ordering::Acquire)
+    }
+
+    /// Looks `presented` up and checks its secret, revocation and expiry; records its use.
+    pub fn check_key(&self, presented: &str) -> std::result::Result<StoredKey, KeyProblem> {
+        let parsed = parse_key(presented).ok_or(KeyProblem::Malformed)?;
+        let key = match self.store.get_key(parsed.id) {
+            Ok(Some(key)) => key,
+            Ok(None) => return Err(KeyProblem::Unknown),
+            Err(e) => return Err(KeyProblem::Store(e.to_string())),
+        };
         if !keys_secret_matches(&key.salt, parsed.secret, &key.secret_hash) {
-            return Err(invalid());
+            return Err(KeyProblem::Unknown);
         }
         let now = now_unix();
         if key.revoked_at.is_some() {
-            return Err(HearthError::InvalidKey(
-                "This API key has been revoked.".to_owned(),
-            ));
+            return Err(KeyProblem::Revoked);
         }
         if key.expires_at.is_some_and(|at| at <= now) {
-            return Err(HearthError::InvalidKey(
-                "This API key has expired.".to_owned(),
-            ));
+            return Err(KeyProblem::Expired);
         }
         if let Err(e) = self.store.touch_key(&key.id, now) {
             tracing::warn!(error = %e, key = %key.id, "could not record key use");
         }
+        Ok(key)
+    }
+
+    fn verify_key(&self, presented: &str) -> Result<Identity> {
+        let key = self.check_key(presented).map_err(|problem| match problem {
+            KeyProblem::Store(e) => HearthError::Internal(e),
+            KeyProblem::Revoked => {
+                HearthError::InvalidKey("This API key has been revoked.".to_owned())
+            }
+            KeyProblem::Expired => HearthError::InvalidKey("This API key has expired.".to_owned()),
+            KeyProblem::Malformed | KeyProblem::Unknown => {
+                HearthError::InvalidKey("Incorrect API key provided.".to_owned())
+            }
+        })?;
         Ok(Identity {
             principal: Principal::Key {
                 id: key.id,
@@ -168,21 +187,42 @@ impl KeyAuthenticator {
             models: key.models,
         })
     }
+
+    /// The local administrator identity when `presented` is the admin token.
+    pub fn local_admin(&self, presented: Option<&str>) -> Option<Identity> {
+        match (presented, &self.admin_token) {
+            (Some(presented), Some(admin))
+                if bool::from(presented.as_bytes().ct_eq(admin.as_bytes())) =>
+            {
+                Some(Identity {
+                    principal: Principal::LocalAdmin,
+                    scopes: vec![Scope::Inference, Scope::Management],
+                    models: None,
+                })
+            }
+            _ => None,
+        }
+    }
+}
+
+/// Why a presented key is not accepted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyProblem {
+    Malformed,
+    Unknown,
+    Revoked,
+    Expired,
+    /// The store could not be read.
+    Store(String),
 }
 
 impl Authenticator for KeyAuthenticator {
     fn authenticate(&self, head: RequestHead<'_>) -> Result<Identity> {
         let presented = credential(head.headers);
-        if let (Some(presented), Some(admin)) = (presented, &self.admin_token)
-            && bool::from(presented.as_bytes().ct_eq(admin.as_bytes()))
-        {
-            return Ok(Identity {
-                principal: Principal::LocalAdmin,
-                scopes: vec![Scope::Inference, Scope::Management],
-                models: None,
-            });
+        if let Some(admin) = self.local_admin(presented) {
+            return Ok(admin);
         }
-        if self.open.load(Ordering::Acquire) {
+        if self.open_mode() {
             return Ok(Identity {
                 principal: Principal::Anonymous,
                 scopes: vec![Scope::Inference],

@@ -39,6 +39,31 @@ pub enum Command {
     Usage,
     /// List the compute devices this build can run models on.
     Devices,
+    /// Write and check Wasm plugins.
+    #[command(subcommand)]
+    Plugin(PluginCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PluginCommand {
+    /// Scaffold a buildable Rust plugin crate in ./<name> (or --dir).
+    New {
+        /// The hook it serves.
+        hook: hearth::config::PluginHook,
+        /// The crate's name (lower-case letters, digits, dashes).
+        name: String,
+        /// Where to write it. Default: ./<name>.
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+    /// Type-check a component against Hearth's worlds and run its admission call.
+    Check {
+        /// The component (`.wasm`).
+        file: PathBuf,
+        /// The plugin's config as a TOML file (the `[plugins.config]` table's contents).
+        #[arg(long)]
+        plugin_config: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Args)]

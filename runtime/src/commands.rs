@@ -16,7 +16,7 @@ use hearth::store::{Scope, SledStore, UsageSubject};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::cli::{Cli, Command, KeysCommand};
+use crate::cli::{Cli, Command, KeysCommand, PluginCommand};
 
 pub fn run(cli: Cli) -> Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -39,12 +39,14 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Keys(command) => runtime.block_on(keys(&config.data_dir, command)),
         Command::Models => runtime.block_on(models(&config)),
         Command::Usage => runtime.block_on(usage(&config.data_dir)),
+        Command::Plugin(command) => plugin(command),
         Command::Devices => {
-            println!("{:<8} {:<10} NOTE", "DEVICE", "AVAILABLE");
+            println!("{:<8} {:<15} {:<5} NOTE", "DEVICE", "KIND", "AUTO");
             for device in hearth::engine::list_devices() {
+                let auto = if device.auto { "yes" } else { "" };
                 println!(
-                    "{:<8} {:<10} {}",
-                    device.name, device.available, device.note
+                    "{:<8} {:<15} {:<5} {}",
+                    device.name, device.kind, auto, device.note
                 );
             }
             Ok(())
@@ -330,4 +332,48 @@ fn join(scopes: &[Scope]) -> String {
 fn format_time(unix: u64) -> String {
     humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + std::time::Duration::from_secs(unix))
         .to_string()
+}
+
+fn plugin(command: PluginCommand) -> Result<()> {
+    match command {
+        PluginCommand::New { hook, name, dir } => {
+            let dir = dir.unwrap_or_else(|| name.clone().into());
+            hearth::plugins::authoring::scaffold(hook, &name, &dir)?;
+            println!("created {} ({} plugin)", dir.display(), hook.as_str());
+            println!("build:   cd {} && cargo build --release", dir.display());
+            println!(
+                "check:   hearth plugin check {}/target/wasm32-wasip2/release/{}.wasm",
+                dir.display(),
+                name.replace('-', "_")
+            );
+            println!(
+                "install: copy the .wasm into the server's plugins folder (<data_dir>/plugins)"
+            );
+            Ok(())
+        }
+        PluginCommand::Check {
+            file,
+            plugin_config,
+        } => {
+            let config_json = match plugin_config {
+                Some(path) => {
+                    let text = std::fs::read_to_string(&path)
+                        .with_context(|| format!("reading {}", path.display()))?;
+                    let table: toml::Table = toml::from_str(&text)
+                        .with_context(|| format!("parsing {}", path.display()))?;
+                    serde_json::to_string(&table)?
+                }
+                None => "{}".to_owned(),
+            };
+            let report = hearth::plugins::authoring::check(&file, &config_json)?;
+            println!(
+                "ok: {} is a {} plugin (hearth:plugin@0.1.0); admission passed; sha256 {}; {} ms",
+                file.display(),
+                report.hook.as_str(),
+                report.digest,
+                report.compile_ms
+            );
+            Ok(())
+        }
+    }
 }

@@ -39,6 +39,75 @@ pub struct Config {
     /// What clients can name in `model`.
     #[serde(default)]
     pub deployments: Vec<DeploymentConfig>,
+    /// Wasm plugins named in the config (`[[plugins]]`), in chain order.
+    #[serde(default)]
+    pub plugins: Vec<PluginConfig>,
+    /// A folder watched for `.wasm` plugins: dropping one in (or replacing it) takes effect
+    /// without a restart. Default: `<data_dir>/plugins`.
+    #[serde(default)]
+    pub plugins_dir: Option<PathBuf>,
+    /// Load the default plugins built into the binary (`auth-keys` as the auth hook) when
+    /// the config names no plugin for that hook.
+    #[serde(default = "default_true")]
+    pub default_plugins: bool,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+/// One `[[plugins]]` entry.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct PluginConfig {
+    /// `auth`, `preprocess` or `route`.
+    pub hook: PluginHook,
+    /// The component (`.wasm`), relative to the config file.
+    pub path: PathBuf,
+    /// Shown in logs and metrics; default: the file name without `.wasm`.
+    pub name: Option<String>,
+    /// What a failing plugin means for the request (preprocess only may fail open).
+    #[serde(default)]
+    pub on_error: OnError,
+    /// Linear-memory cap in MiB (default 16).
+    pub memory_mb: Option<u32>,
+    /// Per-call budget in milliseconds (default: auth 20, preprocess 50, route 10).
+    pub timeout_ms: Option<u64>,
+    /// Calls of this plugin running at once before new ones are refused (default 64).
+    pub max_concurrency: Option<u32>,
+    /// Handed to the plugin as JSON (`host.config()`).
+    #[serde(default)]
+    pub config: Option<toml::Table>,
+}
+
+/// The request-path hooks a plugin can serve.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum PluginHook {
+    Auth,
+    Preprocess,
+    Route,
+}
+
+impl PluginHook {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Auth => "auth",
+            Self::Preprocess => "preprocess",
+            Self::Route => "route",
+        }
+    }
+}
+
+/// The failure policy of a plugin.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnError {
+    /// The request is refused (503 `plugin_unavailable`).
+    #[default]
+    FailClosed,
+    /// The request goes on as if the plugin were not there (preprocess only).
+    FailOpen,
 }
 
 /// One deployment: a name clients use, and where it runs.
@@ -136,6 +205,9 @@ impl Default for Config {
             allow_unauthenticated_remote: false,
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             deployments: Vec::new(),
+            plugins: Vec::new(),
+            plugins_dir: None,
+            default_plugins: true,
         }
     }
 }
@@ -180,6 +252,21 @@ impl Config {
                 *source = base.join(&*source);
             }
         }
+        for plugin in &mut self.plugins {
+            if plugin.path.is_relative() {
+                plugin.path = base.join(&plugin.path);
+            }
+        }
+        if let Some(dir) = self.plugins_dir.as_mut().filter(|d| d.is_relative()) {
+            *dir = base.join(&*dir);
+        }
+    }
+
+    /// The watched plugins folder.
+    pub fn plugins_dir(&self) -> PathBuf {
+        self.plugins_dir
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("plugins"))
     }
 
     pub fn apply_overrides(&mut self, overrides: &Overrides) {
@@ -196,6 +283,37 @@ impl Config {
 
     /// Checks that cross fields agree; the message names the field.
     pub fn validate(&self) -> Result<(), String> {
+        for (i, plugin) in self.plugins.iter().enumerate() {
+            if plugin.on_error == OnError::FailOpen && plugin.hook != PluginHook::Preprocess {
+                return Err(format!(
+                    "plugins[{i}].on_error: only preprocess plugins may fail open ({} plugins fail closed or fall back)",
+                    plugin.hook.as_str()
+                ));
+            }
+            if plugin.memory_mb == Some(0)
+                || plugin.timeout_ms == Some(0)
+                || plugin.max_concurrency == Some(0)
+            {
+                return Err(format!(
+                    "plugins[{i}]: memory_mb, timeout_ms and max_concurrency must be greater than 0"
+                ));
+            }
+        }
+        let auth = self
+            .plugins
+            .iter()
+            .filter(|p| p.hook == PluginHook::Auth)
+            .count();
+        let route = self
+            .plugins
+            .iter()
+            .filter(|p| p.hook == PluginHook::Route)
+            .count();
+        if auth > 1 || route > 1 {
+            return Err(
+                "plugins: at most one auth and one route plugin (preprocess plugins chain)".into(),
+            );
+        }
         if self.max_body_bytes == 0 {
             return Err("max_body_bytes: must be greater than 0".into());
         }

@@ -9,7 +9,7 @@ use utoipa::ToSchema;
 
 use crate::config::{DeploymentConfig, DeviceChoice, ModelKind};
 use crate::engine::generation::GenerationOptions;
-use crate::engine::{Backend, EmbeddingEngine, EmbeddingOptions, start_gguf};
+use crate::engine::{Backend, EmbeddingEngine, EmbeddingOptions, start_llama};
 
 /// Whether a deployment can serve requests.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
@@ -164,18 +164,18 @@ fn load_backend(config: &DeploymentConfig) -> (DeploymentState, Option<Backend>)
             })
         }
         ModelKind::Chat | ModelKind::Completion
-            if source.extension().is_some_and(|e| e == "gguf") =>
+            if source.is_dir() || source.extension().is_some_and(|e| e == "gguf") =>
         {
             let defaults = GenerationOptions::default();
             let options = GenerationOptions {
                 max_active: config.max_batch_size.unwrap_or(defaults.max_active),
                 max_queued: config.max_queued_requests.unwrap_or(defaults.max_queued),
             };
-            start_gguf(&config.name, source, device, options)
+            start_llama(&config.name, source, device, options)
                 .map(|engine| Backend::Text(Arc::new(engine)))
         }
         ModelKind::Chat | ModelKind::Completion => Err(crate::error::HearthError::Config(format!(
-            "{}: this build loads chat models from GGUF files only",
+            "{}: a chat model is a `.gguf` file or a Hugging Face checkpoint folder",
             source.display()
         ))),
         _ => return (DeploymentState::Unavailable(unserved_reason(config)), None),

@@ -46,6 +46,18 @@ pub enum HearthError {
     /// A dependency is temporarily unavailable (503).
     #[error("{0}")]
     Unavailable(String),
+    /// A plugin refused the request with its own (host-validated) status, code and headers.
+    #[error("{message}")]
+    PluginDenied {
+        status: u16,
+        code: String,
+        message: String,
+        headers: Vec<(axum::http::HeaderName, HeaderValue)>,
+    },
+    /// A plugin the request needs failed (trap, timeout, bad output, overload) and its
+    /// policy is to fail closed (503 `plugin_unavailable`).
+    #[error("a request plugin is unavailable ({0}); try again shortly")]
+    PluginUnavailable(String),
     /// The configuration is invalid; the message names the field.
     #[error("invalid configuration: {0}")]
     Config(String),
@@ -58,6 +70,9 @@ pub enum HearthError {
         context: String,
         source: std::io::Error,
     },
+    /// A plugin could not be loaded (invalid component, refused admission, bad sidecar).
+    #[error("plugin: {0}")]
+    Plugin(String),
     /// A bug or an unexpected state; details are logged, never sent.
     #[error("internal error: {0}")]
     Internal(String),
@@ -145,7 +160,23 @@ impl HearthError {
                 "server_error",
                 Some("unavailable"),
             ),
-            Config(_) | Store(_) | Io { .. } | Internal(_) => (
+            PluginDenied { status, .. } => {
+                let status =
+                    StatusCode::from_u16(*status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+                let kind = match status.as_u16() {
+                    403 => "permission_error",
+                    429 => "rate_limit_error",
+                    500.. => "server_error",
+                    _ => "invalid_request_error",
+                };
+                (status, kind, None)
+            }
+            PluginUnavailable(_) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "server_error",
+                Some("plugin_unavailable"),
+            ),
+            Config(_) | Store(_) | Io { .. } | Plugin(_) | Internal(_) => (
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "server_error",
                 Some("internal_error"),
@@ -159,6 +190,7 @@ impl HearthError {
             HearthError::Config(_)
             | HearthError::Store(_)
             | HearthError::Io { .. }
+            | HearthError::Plugin(_)
             | HearthError::Internal(_) => {
                 "The server had an error while processing your request.".to_owned()
             }
@@ -177,12 +209,16 @@ impl HearthError {
     /// The envelope this error is sent as.
     pub fn to_body(&self) -> ErrorEnvelope {
         let (_, kind, code) = self.classify();
+        let code = match self {
+            HearthError::PluginDenied { code, .. } => Some(code.clone()),
+            _ => code.map(str::to_owned),
+        };
         ErrorEnvelope {
             error: ErrorBody {
                 message: self.public_message(),
                 kind: kind.to_owned(),
                 param: self.param(),
-                code: code.map(str::to_owned),
+                code,
             },
         }
     }
@@ -220,10 +256,18 @@ impl IntoResponse for HearthError {
                 .headers_mut()
                 .insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
-        if matches!(self, HearthError::Unavailable(_)) {
+        if matches!(
+            self,
+            HearthError::Unavailable(_) | HearthError::PluginUnavailable(_)
+        ) {
             response
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        if let HearthError::PluginDenied { headers, .. } = self {
+            for (name, value) in headers {
+                response.headers_mut().insert(name, value);
+            }
         }
         response
     }

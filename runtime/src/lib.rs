@@ -1,5 +1,5 @@
-//! Hearth's runtime: the OpenAI-compatible HTTP API, the auth step, the store and
-//! configuration. The `hearth` binary (`main.rs`) is a thin CLI over this library.
+//! Hearth's runtime: the OpenAI-compatible HTTP API, the auth step, the Wasm plugin host,
+//! the engine, the store and configuration. The `hearth` binary (`main.rs`) is a thin CLI over this library.
 //!
 //! Direction of dependencies: `api` → `auth`/`management`/`deployments` → `store`.
 
@@ -11,6 +11,7 @@ pub mod engine;
 pub mod error;
 pub mod management;
 pub mod metrics;
+pub mod plugins;
 pub mod runtime_files;
 pub mod server;
 pub mod store;

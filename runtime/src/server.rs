@@ -10,6 +10,8 @@ use crate::config::Config;
 use crate::deployments::Registry;
 use crate::error::{HearthError, Result};
 use crate::management::any_active_key;
+use crate::plugins::PluginHost;
+use crate::plugins::http::PluginAuthenticator;
 use crate::runtime_files::{self, ServerInfo};
 use crate::store::{SledStore, Store, now_unix};
 
@@ -21,11 +23,20 @@ pub fn build_state(
 ) -> Result<AppState> {
     let open = !config.auth_required() && !any_active_key(&*store)?;
     let open = Arc::new(AtomicBool::new(open));
-    let auth = Arc::new(KeyAuthenticator::new(
+    let keys = Arc::new(KeyAuthenticator::new(
         store.clone(),
         admin_token,
         open.clone(),
     ));
+    let plugins = Arc::new(PluginHost::start(
+        &config,
+        keys.clone(),
+        crate::plugins::builtins(),
+    )?);
+    let auth = Arc::new(PluginAuthenticator {
+        host: plugins.clone(),
+        keys,
+    });
     Ok(AppState {
         registry: Arc::new(Registry::load(&config.deployments)),
         config: Arc::new(config),
@@ -34,6 +45,7 @@ pub fn build_state(
         open,
         metrics: crate::metrics::handle(),
         started_at: now_unix(),
+        plugins: Some(plugins),
     })
 }
 
@@ -53,6 +65,9 @@ pub async fn serve(config: Config) -> Result<()> {
         .map_err(|e| HearthError::io("cannot read the bound address", e))?;
 
     log_startup(&state, addr);
+    if let Some(plugins) = &state.plugins {
+        plugins.watch();
+    }
     runtime_files::publish(
         &data_dir,
         &ServerInfo {

@@ -4,6 +4,9 @@
 mod chat;
 mod cli_keys;
 mod embeddings;
+mod plugin_examples;
+mod plugins;
+mod safetensors;
 mod serve;
 
 pub use hearth_e2e::config;

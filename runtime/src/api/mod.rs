@@ -29,6 +29,7 @@ use tower_http::trace::TraceLayer;
 use crate::auth::Authenticator;
 use crate::config::Config;
 use crate::deployments::Registry;
+use crate::plugins::PluginHost;
 use crate::store::Store;
 
 pub use extract::JsonBody;
@@ -45,6 +46,9 @@ pub struct AppState {
     pub metrics: PrometheusHandle,
     /// Unix seconds at start, reported as each model's `created`.
     pub started_at: u64,
+    /// The Wasm plugins (auth, preprocess, route); `None` only in builds of the state that
+    /// opt out (a few route tests).
+    pub plugins: Option<Arc<PluginHost>>,
 }
 
 /// The whole router. Tests drive it with `oneshot`, the server with a socket.
@@ -59,6 +63,11 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/images/edits", post(inference::image_edits))
         .route("/v1/audio/speech", post(inference::speech))
         .route("/v1/audio/transcriptions", post(inference::transcriptions))
+        // Layers run outermost-last-added: auth first, then the preprocess chain.
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::plugins::http::preprocess,
+        ))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             middleware::require_inference,

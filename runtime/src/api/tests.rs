@@ -37,6 +37,7 @@ fn harness(require_auth: bool) -> Harness {
     let dir = tempfile::tempdir().unwrap();
     let mut config = Config::parse(CONFIG).unwrap();
     config.require_auth = Some(require_auth);
+    config.data_dir = dir.path().to_path_buf();
     let store: Arc<dyn Store> = Arc::new(SledStore::open(dir.path()).unwrap());
     let state = crate::server::build_state(config, store, Some("admin-token".into())).unwrap();
     Harness { _dir: dir, state }

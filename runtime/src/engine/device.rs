@@ -1,10 +1,11 @@
-//! Device selection: `auto`, `cpu` or `wgpu` per deployment.
+//! Device selection: `auto`, `cpu` or `wgpu` per deployment, and the adapter list that
+//! `hearth devices` prints.
 //!
-//! The CPU backend is burn's pure-Rust Flex and is always built. The model code is
-//! device-generic (burn 0.22 dispatches on the `Device` at run time, and
-//! `hearth-models` has a `wgpu` feature), but this binary does not compile the
-//! wgpu backend yet — it adds 25–40 minutes to a clean build on two cores — so
-//! `wgpu` is refused with that reason and `auto` means the CPU.
+//! The CPU backend is burn's pure-Rust Flex and is always built. The GPU backend is burn's
+//! wgpu (Vulkan, Metal, DX12), compiled in with the `wgpu` feature (on by default).
+//! `auto` takes a real GPU adapter (discrete, then integrated, then virtual) and otherwise
+//! the CPU backend: a software Vulkan driver such as Mesa's lavapipe is far slower than Flex,
+//! so only an explicit `device = "wgpu"` runs on one.
 
 use hearth_models::Device;
 
@@ -14,35 +15,173 @@ use crate::error::{HearthError, Result};
 /// A device as `hearth devices` shows it.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct DeviceReport {
-    pub name: &'static str,
-    pub available: bool,
+    /// `cpu`, or `wgpu:<index>` for an adapter.
+    pub name: String,
+    /// What kind of device it is (`cpu`, `discrete-gpu`, `integrated-gpu`, `virtual-gpu`,
+    /// `software`).
+    pub kind: String,
+    /// Whether `auto` would pick it.
+    pub auto: bool,
     pub note: String,
 }
 
 /// The device a deployment asked for, and a name for logs.
-pub fn select_device(choice: DeviceChoice) -> Result<(Device, &'static str)> {
+pub fn select_device(choice: DeviceChoice) -> Result<(Device, String)> {
+    let cpu = || (hearth_models::cpu_device(), "cpu (flex)".to_owned());
     match choice {
-        DeviceChoice::Cpu | DeviceChoice::Auto => Ok((hearth_models::cpu_device(), "cpu (flex)")),
-        DeviceChoice::Wgpu => Err(HearthError::Config(
-            "device = \"wgpu\": this build of hearth has no wgpu backend; use \"cpu\" or \"auto\""
-                .to_owned(),
-        )),
+        DeviceChoice::Cpu => Ok(cpu()),
+        DeviceChoice::Auto => Ok(gpu::auto().unwrap_or_else(cpu)),
+        DeviceChoice::Wgpu => gpu::any().ok_or_else(|| {
+            HearthError::Config(format!(
+                "device = \"wgpu\": {}; use \"cpu\" or \"auto\"",
+                gpu::UNAVAILABLE
+            ))
+        }),
     }
 }
 
-/// What this build can run on.
+/// The CPU and every GPU adapter this build can run on.
 pub fn list_devices() -> Vec<DeviceReport> {
     let threads = std::thread::available_parallelism().map_or(1, usize::from);
-    vec![
-        DeviceReport {
-            name: "cpu",
-            available: true,
-            note: format!("burn Flex (pure-Rust CPU backend), {threads} threads"),
-        },
-        DeviceReport {
-            name: "wgpu",
-            available: false,
-            note: "not compiled into this build".to_owned(),
-        },
-    ]
+    let mut devices = vec![DeviceReport {
+        name: "cpu".to_owned(),
+        kind: "cpu".to_owned(),
+        auto: gpu::auto().is_none(),
+        note: format!("burn Flex (pure-Rust CPU backend), {threads} threads"),
+    }];
+    devices.extend(gpu::reports());
+    devices
+}
+
+#[cfg(feature = "wgpu")]
+mod gpu {
+    use std::sync::OnceLock;
+
+    use hearth_models::Device;
+    use hearth_models::DeviceKind;
+    use wgpu::DeviceType;
+
+    use super::DeviceReport;
+
+    pub const UNAVAILABLE: &str = "no Vulkan, Metal or DX12 adapter was found";
+
+    /// The adapters, asked once: the Vulkan loader misbehaves when instances come and go on
+    /// several threads, and the first call happens before any model's worker starts.
+    fn adapters() -> &'static [wgpu::AdapterInfo] {
+        static ADAPTERS: OnceLock<Vec<wgpu::AdapterInfo>> = OnceLock::new();
+        ADAPTERS.get_or_init(|| {
+            let instance = wgpu::Instance::new(
+                wgpu::InstanceDescriptor::new_without_display_handle_from_env(),
+            );
+            let adapters: Vec<_> =
+                futures_lite::future::block_on(instance.enumerate_adapters(wgpu::Backends::all()))
+                    .iter()
+                    .map(wgpu::Adapter::get_info)
+                    .collect();
+            tracing::debug!(count = adapters.len(), "enumerated wgpu adapters");
+            adapters
+        })
+    }
+
+    fn kind(device_type: DeviceType) -> &'static str {
+        match device_type {
+            DeviceType::DiscreteGpu => "discrete-gpu",
+            DeviceType::IntegratedGpu => "integrated-gpu",
+            DeviceType::VirtualGpu => "virtual-gpu",
+            DeviceType::Cpu => "software",
+            DeviceType::Other => "other",
+        }
+    }
+
+    /// burn's index of an adapter counts adapters of the same type.
+    fn device_kind(info: &wgpu::AdapterInfo) -> Option<DeviceKind> {
+        let index = adapters()
+            .iter()
+            .take_while(|a| !std::ptr::eq(*a, info))
+            .filter(|a| a.device_type == info.device_type)
+            .count();
+        match info.device_type {
+            DeviceType::DiscreteGpu => Some(DeviceKind::DiscreteGpu(index)),
+            DeviceType::IntegratedGpu => Some(DeviceKind::IntegratedGpu(index)),
+            DeviceType::VirtualGpu => Some(DeviceKind::VirtualGpu(index)),
+            DeviceType::Cpu => Some(DeviceKind::Cpu),
+            DeviceType::Other => None,
+        }
+    }
+
+    fn label(info: &wgpu::AdapterInfo) -> String {
+        format!(
+            "wgpu {:?}: {} ({})",
+            info.backend,
+            info.name,
+            kind(info.device_type)
+        )
+    }
+
+    fn best(types: &[DeviceType]) -> Option<(Device, String)> {
+        types.iter().find_map(|wanted| {
+            let info = adapters().iter().find(|a| a.device_type == *wanted)?;
+            Some((hearth_models::wgpu_device(device_kind(info)?), label(info)))
+        })
+    }
+
+    /// The best real GPU, if there is one.
+    pub fn auto() -> Option<(Device, String)> {
+        best(&[
+            DeviceType::DiscreteGpu,
+            DeviceType::IntegratedGpu,
+            DeviceType::VirtualGpu,
+        ])
+    }
+
+    /// The best adapter of any kind, software ones included.
+    pub fn any() -> Option<(Device, String)> {
+        auto().or_else(|| best(&[DeviceType::Cpu]))
+    }
+
+    pub fn reports() -> Vec<DeviceReport> {
+        let auto_pick = auto().map(|(_, label)| label);
+        if adapters().is_empty() {
+            return vec![DeviceReport {
+                name: "wgpu".to_owned(),
+                kind: "-".to_owned(),
+                auto: false,
+                note: format!("{UNAVAILABLE} (is a Vulkan loader and driver installed?)"),
+            }];
+        }
+        adapters()
+            .iter()
+            .enumerate()
+            .map(|(index, info)| DeviceReport {
+                name: format!("wgpu:{index}"),
+                kind: kind(info.device_type).to_owned(),
+                auto: auto_pick.as_deref() == Some(label(info).as_str()),
+                note: format!(
+                    "{:?}: {} (driver {} {})",
+                    info.backend, info.name, info.driver, info.driver_info
+                ),
+            })
+            .collect()
+    }
+}
+
+#[cfg(not(feature = "wgpu"))]
+mod gpu {
+    use hearth_models::Device;
+
+    use super::DeviceReport;
+
+    pub const UNAVAILABLE: &str = "this build of hearth has no wgpu backend (the `wgpu` feature)";
+
+    pub fn auto() -> Option<(Device, String)> {
+        None
+    }
+
+    pub fn any() -> Option<(Device, String)> {
+        None
+    }
+
+    pub fn reports() -> Vec<DeviceReport> {
+        Vec::new()
+    }
 }

@@ -56,7 +56,7 @@ pub struct EmbeddingEngine {
     dimensions: usize,
     max_input_tokens: usize,
     vocab_size: usize,
-    device_name: &'static str,
+    device_name: String,
 }
 
 impl EmbeddingEngine {
@@ -118,8 +118,8 @@ impl EmbeddingEngine {
         self.vocab_size
     }
 
-    pub fn device_name(&self) -> &'static str {
-        self.device_name
+    pub fn device_name(&self) -> &str {
+        &self.device_name
     }
 
     /// Token ids of `text`, special tokens included, neither padded nor cut.

@@ -1,9 +1,11 @@
-//! Llama-family models from GGUF files (hearth-models) behind the engine's
-//! [`Decoder`] and [`TextCodec`] traits.
+//! Llama-family models (hearth-models) behind the engine's [`Decoder`] and [`TextCodec`]
+//! traits: from a GGUF file (weights and tokenizer in one file) or a Hugging Face checkpoint
+//! folder (`config.json`, safetensors, `tokenizer.json`, `tokenizer_config.json`).
 
 use std::path::Path;
 use std::sync::Arc;
 
+use hearth_models::ChatTokenizer;
 use hearth_models::chat_template::ChatTemplate;
 use hearth_models::gguf::{GgufFile, GgufTokenizer};
 use hearth_models::llama::{KvCache, LlamaModel};
@@ -65,56 +67,129 @@ impl TextCodec for GgufCodec {
     }
 }
 
+/// A Hugging Face tokenizer as the codec. `vocab_size` is the model's (checkpoints often
+/// pad the embedding past the tokenizer's last id).
+#[derive(Debug)]
+struct HfCodec {
+    tokenizer: ChatTokenizer,
+    vocab_size: usize,
+}
+
+impl TextCodec for HfCodec {
+    fn encode(
+        &self,
+        text: &str,
+        add_special_tokens: bool,
+    ) -> std::result::Result<Vec<u32>, String> {
+        self.tokenizer
+            .encode(text, add_special_tokens)
+            .map_err(|e| e.to_string())
+    }
+
+    fn decode(&self, ids: &[u32]) -> std::result::Result<String, String> {
+        self.tokenizer.decode(ids, true).map_err(|e| e.to_string())
+    }
+
+    fn vocab_size(&self) -> usize {
+        self.vocab_size
+    }
+}
+
 fn model_error(e: hearth_models::ModelError) -> HearthError {
     HearthError::Internal(e.to_string())
 }
 
-/// Loads a GGUF chat model onto its own worker thread.
-pub fn start_gguf(
+/// What the HTTP side needs of a tokenizer, whichever file it came from.
+struct TokenizerParts {
+    codec: Arc<dyn TextCodec>,
+    template: Option<ChatTemplate>,
+    stop_tokens: Vec<u32>,
+}
+
+/// Loads a chat model — a GGUF file or a Hugging Face checkpoint folder — onto its own
+/// worker thread.
+pub fn start_llama(
     name: &str,
     path: &Path,
     device: DeviceChoice,
     options: GenerationOptions,
 ) -> Result<TextEngine> {
     let (device, device_name) = super::select_device(device)?;
-    // One read of the file serves the HTTP side's tokenizer and the worker's weights.
-    let file = GgufFile::open(path).map_err(model_error)?;
-    let tokenizer = GgufTokenizer::from_gguf(&file).map_err(model_error)?;
-    let template = tokenizer
-        .chat_template()
-        .map(|source| {
-            let token = |id: Option<u32>| {
-                id.and_then(|id| tokenizer.decode(&[id], false).ok())
-                    .unwrap_or_default()
-            };
-            ChatTemplate::new(
-                source,
-                &token(tokenizer.bos_id()),
-                &token(tokenizer.eos_id()),
-            )
-        })
-        .transpose()
-        .map_err(model_error)?;
-    let stop_tokens = tokenizer.stop_ids().to_vec();
     let started = std::time::Instant::now();
-    let (queue, context_length) = GenerationQueue::start(name, options, move || {
-        let model = LlamaModel::from_gguf(&file, &device).map_err(model_error)?;
-        let context_length = model.config().context_length;
-        Ok((model, context_length))
-    })?;
+    let (parts, queue, context_length) = if path.is_dir() {
+        let config = hearth_models::llama::LlamaConfig::from_hf_config(&path.join("config.json"))
+            .map_err(model_error)?;
+        let tokenizer = ChatTokenizer::load(path).map_err(model_error)?;
+        let template = tokenizer
+            .chat_template()
+            .map(|source| {
+                ChatTemplate::new(
+                    source,
+                    tokenizer.bos_token().unwrap_or_default(),
+                    tokenizer.eos_token().unwrap_or_default(),
+                )
+            })
+            .transpose()
+            .map_err(model_error)?;
+        let parts = TokenizerParts {
+            template,
+            stop_tokens: tokenizer.stop_ids().to_vec(),
+            codec: Arc::new(HfCodec {
+                tokenizer,
+                vocab_size: config.vocab_size,
+            }),
+        };
+        let dir = path.to_path_buf();
+        let (queue, context_length) = GenerationQueue::start(name, options, move || {
+            let model = LlamaModel::load_hf(&dir, &device).map_err(model_error)?;
+            let context_length = model.config().context_length;
+            Ok((model, context_length))
+        })?;
+        (parts, queue, context_length)
+    } else {
+        // One read of the file serves the HTTP side's tokenizer and the worker's weights.
+        let file = GgufFile::open(path).map_err(model_error)?;
+        let tokenizer = GgufTokenizer::from_gguf(&file).map_err(model_error)?;
+        let template = tokenizer
+            .chat_template()
+            .map(|source| {
+                let token = |id: Option<u32>| {
+                    id.and_then(|id| tokenizer.decode(&[id], false).ok())
+                        .unwrap_or_default()
+                };
+                ChatTemplate::new(
+                    source,
+                    &token(tokenizer.bos_id()),
+                    &token(tokenizer.eos_id()),
+                )
+            })
+            .transpose()
+            .map_err(model_error)?;
+        let parts = TokenizerParts {
+            template,
+            stop_tokens: tokenizer.stop_ids().to_vec(),
+            codec: Arc::new(GgufCodec(tokenizer)),
+        };
+        let (queue, context_length) = GenerationQueue::start(name, options, move || {
+            let model = LlamaModel::from_gguf(&file, &device).map_err(model_error)?;
+            let context_length = model.config().context_length;
+            Ok((model, context_length))
+        })?;
+        (parts, queue, context_length)
+    };
     tracing::info!(
         deployment = name,
         device = device_name,
         context_length,
-        chat_template = template.is_some(),
+        chat_template = parts.template.is_some(),
         seconds = started.elapsed().as_secs_f32(),
         "chat model ready"
     );
     Ok(TextEngine {
         queue,
-        codec: Arc::new(GgufCodec(tokenizer)),
-        template,
-        stop_tokens,
+        codec: parts.codec,
+        template: parts.template,
+        stop_tokens: parts.stop_tokens,
         context_length,
     })
 }

@@ -10,7 +10,7 @@ mod text_stream;
 
 pub use device::{DeviceReport, list_devices, select_device};
 pub use embedding::{EmbeddingEngine, EmbeddingOptions};
-pub use llama::start_gguf;
+pub use llama::start_llama;
 pub use text::{ChoiceEvent, ChoiceStream, TextCodec, TextEngine};
 
 use std::sync::Arc;
