@@ -184,3 +184,54 @@ fn a_dropped_in_plugin_serves_the_next_requests_and_swaps_lose_nothing() {
     wait_for_version(&server, "v4");
     assert!(server.log().contains("rejected"), "the rejection is logged");
 }
+
+#[test]
+fn the_guard_and_the_rate_limit_act_on_requests() {
+    let config = format!(
+        "[[plugins]]\nhook = \"preprocess\"\npath = \"{}\"\n  [plugins.config]\n  deny_patterns = [\"launch codes\"]\n  max_tokens_cap = 16\n\
+         [[plugins]]\nhook = \"preprocess\"\npath = \"{}\"\n  [plugins.config]\n  requests_per_minute = 3\n",
+        dist("preprocess_guard.wasm").display(),
+        dist("ratelimit.wasm").display()
+    );
+    let (_dir, server) = start(&config);
+    let post = |input: &str| {
+        Client::new()
+            .post(server.url("/v1/embeddings"))
+            .json(&serde_json::json!({"model": "m", "input": input}))
+            .send()
+            .unwrap()
+    };
+    let refused = post("what are the launch codes?");
+    assert_eq!(refused.status(), 400);
+    let body: Value = refused.json().unwrap();
+    assert_eq!(body["error"]["code"], "content_rejected", "{body}");
+    // The guard refused before the rate limit counted: three more requests pass it (and find
+    // no such model), the fourth is over the limit.
+    for _ in 0..3 {
+        assert_eq!(post("hello").status(), 404);
+    }
+    let limited = post("hello");
+    assert_eq!(limited.status(), 429);
+    let retry_after: u64 = limited.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=60).contains(&retry_after));
+    let body: Value = limited.json().unwrap();
+    assert_eq!(body["error"]["code"], "rate_limit_exceeded");
+    assert_eq!(body["error"]["type"], "rate_limit_error");
+}
+
+#[test]
+fn a_failing_preprocess_plugin_fails_closed_unless_told_to_fail_open() {
+    for (on_error, expected) in [("fail_closed", 503), ("fail_open", 200)] {
+        let config = format!(
+            "[[plugins]]\nhook = \"preprocess\"\non_error = \"{on_error}\"\npath = \"{}\"\n",
+            dist("test/test_preprocess.wasm").display()
+        );
+        let (_dir, server) = start(&config);
+        assert_eq!(get(&server, "trap").0, expected, "{on_error}");
+        assert_eq!(get(&server, "").0, 200, "{on_error}: the next request");
+    }
+}

@@ -24,7 +24,7 @@
 use burn::prelude::*;
 
 use super::config::LlamaConfig;
-use super::weights::{LlamaLayer, LlamaWeights, Matrix, fused_transposed, vector};
+use super::weights::{LlamaLayer, LlamaWeights, Matrix, fused_transposed, log_progress, vector};
 use crate::ModelError;
 use crate::gguf::GgufFile;
 
@@ -101,6 +101,7 @@ pub(crate) fn load_weights(
             let gate = matrix(file, &name("ffn_gate"), ffn, hidden)?;
             let up = matrix(file, &name("ffn_up"), ffn, hidden)?;
             let down = matrix(file, &name("ffn_down"), hidden, ffn)?;
+            log_progress(i + 1, config.num_layers);
             Ok(LlamaLayer {
                 attn_norm: norm(&name("attn_norm"))?,
                 qkv: fused_transposed(&[q, k, v], device),

@@ -17,7 +17,7 @@
 use burn::prelude::*;
 
 use super::config::LlamaConfig;
-use super::weights::{LlamaLayer, LlamaWeights, Matrix, fused_transposed, vector};
+use super::weights::{LlamaLayer, LlamaWeights, Matrix, fused_transposed, log_progress, vector};
 use crate::ModelError;
 use crate::safetensors_folder::SafetensorsFolder;
 
@@ -84,6 +84,7 @@ pub(crate) fn load_weights(
             let gate = matrix(folder, &name("mlp.gate_proj.weight"), ffn, hidden)?;
             let up = matrix(folder, &name("mlp.up_proj.weight"), ffn, hidden)?;
             let down = matrix(folder, &name("mlp.down_proj.weight"), hidden, ffn)?;
+            log_progress(i + 1, config.num_layers);
             Ok(LlamaLayer {
                 attn_norm: vector(values(&name("input_layernorm.weight"), hidden)?, device),
                 qkv: fused_transposed(&qkv, device),

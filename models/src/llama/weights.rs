@@ -68,3 +68,11 @@ pub(crate) fn vector(values: Vec<f32>, device: &Device) -> Tensor<1> {
     let len = values.len();
     Tensor::from_data(TensorData::new(values, [len]), device)
 }
+
+/// Logs loading progress at every quarter of the layers (big models take a while).
+pub(crate) fn log_progress(done: usize, total: usize) {
+    let quarter = total.div_ceil(4).max(1);
+    if done.is_multiple_of(quarter) || done == total {
+        tracing::info!(layers = done, of = total, "loading weights");
+    }
+}
