@@ -258,6 +258,33 @@ async fn models(config: &Config) -> Result<()> {
         if let Ok(list) = answer {
             eprintln!("(as reported by the running server at {base})");
             let registry = Registry::from_config(&config.deployments);
+            // Live upstream health from /readyz (it needs no credential).
+            let ready: serde_json::Value = match client.get(format!("{base}/readyz")).send().await {
+                Ok(response) => response.json().await.unwrap_or_default(),
+                Err(_) => serde_json::Value::Null,
+            };
+            let live_targets = |name: &str| {
+                ready["deployments"][name]["targets"]
+                    .as_array()
+                    .map(|targets| {
+                        targets
+                            .iter()
+                            .map(|t| {
+                                let health = if t["healthy"].as_bool() == Some(true) {
+                                    "up"
+                                } else {
+                                    "down"
+                                };
+                                format!(
+                                    "upstream:{} ({health}, {} in flight)",
+                                    t["url"].as_str().unwrap_or("?"),
+                                    t["in_flight"]
+                                )
+                            })
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    })
+            };
             for model in list.data.iter().filter(|m| m.get("alias_of").is_none()) {
                 let field = |k: &str| {
                     model
@@ -267,10 +294,12 @@ async fn models(config: &Config) -> Result<()> {
                         .to_owned()
                 };
                 let name = field("id");
-                let targets = registry
-                    .resolve(&name)
-                    .map(|d| d.targets_summary())
-                    .unwrap_or_default();
+                let targets = live_targets(&name).unwrap_or_else(|| {
+                    registry
+                        .resolve(&name)
+                        .map(|d| d.targets_summary())
+                        .unwrap_or_default()
+                });
                 let aliases: Vec<&str> = model
                     .get("aliases")
                     .and_then(|a| a.as_array())

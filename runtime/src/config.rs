@@ -173,6 +173,19 @@ pub struct TargetConfig {
     pub api_key_env: Option<String>,
     /// Routing weight among the deployment's targets.
     pub weight: Option<u32>,
+    /// Upstream: how long to wait for a TCP connection, in milliseconds (default 3000).
+    pub connect_timeout_ms: Option<u64>,
+    /// Upstream: how long to wait for the response head, in milliseconds (default 120000);
+    /// a streamed body may then take as long as it takes.
+    pub response_timeout_ms: Option<u64>,
+    /// Upstream: the path probed by the health check (default `/health`; any answer below
+    /// 500 means the server is up).
+    pub health_path: Option<String>,
+    /// Upstream: milliseconds between health checks (default 5000).
+    pub health_interval_ms: Option<u64>,
+    /// Upstream: failed checks or requests in a row that mark the target down (default 3);
+    /// one success brings it back.
+    pub unhealthy_after: Option<u32>,
 }
 
 /// Which compute device a local target asks for.

@@ -129,6 +129,16 @@ impl Registry {
 }
 
 fn load_backend(config: &DeploymentConfig) -> (DeploymentState, Option<Backend>) {
+    let local = config.targets.iter().any(|t| t.source.is_some());
+    if !local && config.targets.iter().any(|t| t.upstream.is_some()) {
+        return match crate::proxy::UpstreamPool::from_config(config) {
+            Ok(pool) => (
+                DeploymentState::Ready,
+                Some(Backend::Upstream(Arc::new(pool))),
+            ),
+            Err(e) => (DeploymentState::Failed(e.to_string()), None),
+        };
+    }
     let Some((target, source)) = config
         .targets
         .iter()
@@ -190,14 +200,10 @@ fn load_backend(config: &DeploymentConfig) -> (DeploymentState, Option<Backend>)
 }
 
 fn unserved_reason(config: &DeploymentConfig) -> String {
-    if config.targets.iter().any(|t| t.upstream.is_some()) {
-        "this build does not forward to upstream servers yet".to_owned()
-    } else {
-        format!(
-            "this build has no local engine for {} models yet",
-            config.kind.as_str()
-        )
-    }
+    format!(
+        "this build has no local engine for {} models yet",
+        config.kind.as_str()
+    )
 }
 
 #[cfg(test)]

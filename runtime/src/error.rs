@@ -54,6 +54,12 @@ pub enum HearthError {
         message: String,
         headers: Vec<(axum::http::HeaderName, HeaderValue)>,
     },
+    /// No upstream server of the deployment could be reached (502).
+    #[error("{0}")]
+    UpstreamUnreachable(String),
+    /// The upstream server did not answer in time (504).
+    #[error("{0}")]
+    UpstreamTimeout(String),
     /// A plugin the request needs failed (trap, timeout, bad output, overload) and its
     /// policy is to fail closed (503 `plugin_unavailable`).
     #[error("a request plugin is unavailable ({0}); try again shortly")]
@@ -171,6 +177,16 @@ impl HearthError {
                 };
                 (status, kind, None)
             }
+            UpstreamUnreachable(_) => (
+                StatusCode::BAD_GATEWAY,
+                "server_error",
+                Some("upstream_unreachable"),
+            ),
+            UpstreamTimeout(_) => (
+                StatusCode::GATEWAY_TIMEOUT,
+                "server_error",
+                Some("upstream_timeout"),
+            ),
             PluginUnavailable(_) => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 "server_error",

@@ -12,6 +12,7 @@ pub mod error;
 pub mod management;
 pub mod metrics;
 pub mod plugins;
+pub mod proxy;
 pub mod runtime_files;
 pub mod server;
 pub mod store;

@@ -68,6 +68,11 @@ pub async fn serve(config: Config) -> Result<()> {
     if let Some(plugins) = &state.plugins {
         plugins.watch();
     }
+    for deployment in state.registry.iter() {
+        if let Some(crate::engine::Backend::Upstream(pool)) = &deployment.backend {
+            pool.spawn_health_checks();
+        }
+    }
     runtime_files::publish(
         &data_dir,
         &ServerInfo {

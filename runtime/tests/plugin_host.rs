@@ -154,6 +154,8 @@ fn a_memory_bomb_traps_at_the_cap() {
     let dir = tempfile::tempdir().unwrap();
     let mut entry = plugin(PluginHook::Preprocess, "test/test_preprocess.wasm");
     entry.memory_mb = Some(100);
+    // Touching 64 MiB takes a while on a busy machine; this test is about the cap.
+    entry.timeout_ms = Some(2000);
     let host = self::host(dir.path(), vec![entry]);
     assert_eq!(denial_message(preprocess(&host, "memory")), "64");
 }

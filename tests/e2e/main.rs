@@ -6,6 +6,7 @@ mod cli_keys;
 mod embeddings;
 mod plugin_examples;
 mod plugins;
+mod proxy;
 mod safetensors;
 mod serve;
 

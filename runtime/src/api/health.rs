@@ -22,7 +22,17 @@ pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
     let deployments: serde_json::Map<String, Value> = state
         .registry
         .iter()
-        .map(|d| (d.name().to_owned(), json!(d.state)))
+        .map(|d| {
+            let mut entry = json!(d.state);
+            if let Some(crate::engine::Backend::Upstream(pool)) = &d.backend {
+                entry["targets"] = pool
+                    .targets
+                    .iter()
+                    .map(|t| json!({"url": t.base, "healthy": t.healthy(), "in_flight": t.in_flight(), "weight": t.weight}))
+                    .collect();
+            }
+            (d.name().to_owned(), entry)
+        })
         .collect();
     let loading = state
         .registry

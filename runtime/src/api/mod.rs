@@ -6,7 +6,7 @@ mod completions;
 mod embeddings;
 mod extract;
 mod health;
-mod inference;
+pub mod inference;
 mod keys;
 mod middleware;
 mod models;
@@ -20,7 +20,7 @@ use std::sync::atomic::AtomicBool;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{delete, get, post};
+use axum::routing::{any, delete, get, post};
 use metrics_exporter_prometheus::PrometheusHandle;
 use tower::ServiceBuilder;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
@@ -63,7 +63,26 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/images/edits", post(inference::image_edits))
         .route("/v1/audio/speech", post(inference::speech))
         .route("/v1/audio/transcriptions", post(inference::transcriptions))
-        // Layers run outermost-last-added: auth first, then the preprocess chain.
+        // Layers run outermost-last-added: auth, then the preprocess chain, then requests
+        // for upstream deployments leave for their upstream.
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::proxy::http::upstream_routes,
+        ))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::plugins::http::preprocess,
+        ))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            middleware::require_inference,
+        ));
+
+    let proxy = Router::new()
+        .route(
+            "/model/proxy/{*path}",
+            any(crate::proxy::http::generic_proxy),
+        )
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             crate::plugins::http::preprocess,
@@ -91,6 +110,7 @@ pub fn app(state: AppState) -> Router {
     let limit = state.config.max_body_bytes;
     Router::new()
         .merge(inference)
+        .merge(proxy)
         .merge(management)
         .merge(open)
         .fallback(middleware::no_route)

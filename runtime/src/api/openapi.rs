@@ -16,6 +16,7 @@ use super::{chat, completions, embeddings, health, inference, keys, models};
         chat::create, completions::create, embeddings::create,
         inference::image_generations, inference::image_edits, inference::speech, inference::transcriptions,
         keys::create, keys::list, keys::revoke, keys::usage,
+        crate::proxy::http::generic_proxy,
     ),
     modifiers(&BearerAuth)
 )]

@@ -472,6 +472,7 @@ async fn metrics_and_openapi_describe_the_server() {
         "/v1/keys",
         "/v1/keys/{id}",
         "/v1/usage",
+        "/model/proxy/{path}",
     ] {
         assert!(
             doc["paths"].get(path).is_some(),

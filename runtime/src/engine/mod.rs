@@ -22,4 +22,6 @@ pub enum Backend {
     Embedding(Arc<EmbeddingEngine>),
     /// A local chat/completion model.
     Text(Arc<TextEngine>),
+    /// Upstream servers the requests are forwarded to.
+    Upstream(Arc<crate::proxy::UpstreamPool>),
 }

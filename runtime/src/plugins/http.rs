@@ -74,7 +74,7 @@ fn identity_from(id: types::Identity) -> Identity {
 }
 
 /// The host's identity as plugins see it.
-fn identity_to(id: &Identity) -> types::Identity {
+pub fn identity_to(id: &Identity) -> types::Identity {
     let (key_id, key_name, anonymous) = match &id.principal {
         Principal::Key { id, name } => (id.clone(), name.clone(), false),
         Principal::LocalAdmin => ("local-admin".to_owned(), "local admin".to_owned(), false),
@@ -172,7 +172,7 @@ fn endpoint(path: &str) -> &'static str {
 /// What the host reads from a JSON body for plugins. The prompt size is a byte-count
 /// estimate (≈ 4 bytes per token), not a tokenizer count: plugins run before the model is
 /// known to be local.
-fn facts(path: &str, headers: &HeaderMap, body: &[u8]) -> types::Facts {
+pub fn facts(path: &str, headers: &HeaderMap, body: &[u8]) -> types::Facts {
     let json: Option<serde_json::Value> = serde_json::from_slice(body).ok();
     let field = |name: &str| json.as_ref().and_then(|j| j.get(name));
     let model = headers

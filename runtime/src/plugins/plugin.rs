@@ -24,10 +24,6 @@ use super::{invalid_component, validate};
 use crate::config::{OnError, PluginHook};
 use crate::error::HearthError;
 
-/// How far past its budget a call may finish before its result is discarded as a timeout
-/// (one epoch tick of slack, plus scheduling noise).
-const DEADLINE_SLACK: Duration = Duration::from_millis(2);
-
 /// A plugin's resource limits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
@@ -151,6 +147,55 @@ fn outside_async<R: Send>(call: impl FnOnce() -> R + Send) -> R {
             Err(panic) => std::panic::resume_unwind(panic),
         }),
         Err(_) => call(),
+    }
+}
+
+/// Guest calls running at once, process-wide: one per core. A guest preempted by a crowd of
+/// threads would overrun its wall-clock deadline through no fault of its own; calls beyond
+/// the limit wait for a slot before their store, and deadline, exist.
+struct Gate {
+    running: std::sync::Mutex<usize>,
+    freed: std::sync::Condvar,
+    limit: usize,
+}
+
+struct GatePass(&'static Gate);
+
+fn gate() -> &'static Gate {
+    static GATE: std::sync::OnceLock<Gate> = std::sync::OnceLock::new();
+    GATE.get_or_init(|| Gate {
+        running: std::sync::Mutex::new(0),
+        freed: std::sync::Condvar::new(),
+        limit: std::thread::available_parallelism().map_or(2, usize::from),
+    })
+}
+
+impl Gate {
+    fn enter(&'static self) -> GatePass {
+        let mut running = self
+            .running
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        while *running >= self.limit {
+            running = self
+                .freed
+                .wait(running)
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+        }
+        *running += 1;
+        GatePass(self)
+    }
+}
+
+impl Drop for GatePass {
+    fn drop(&mut self) {
+        let mut running = self
+            .0
+            .running
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        *running -= 1;
+        self.0.freed.notify_one();
     }
 }
 
@@ -357,15 +402,19 @@ impl Plugin {
             return Err(Failure::Busy);
         }
         let _slot = Slot(&self.in_flight);
-        let started = Instant::now();
-        let mut store = self.store(request_id);
-        let result = outside_async(|| run(&self.pre, &mut store));
-        let elapsed = started.elapsed();
+        // The store (and its epoch deadline) is made on the thread that runs the call, after
+        // any hand-off, so the budget measures the call and not the wait for a thread.
+        let (result, elapsed) = outside_async(|| {
+            let _pass = gate().enter();
+            let mut store = self.store(request_id);
+            let started = Instant::now();
+            let result = run(&self.pre, &mut store);
+            (result, started.elapsed())
+        });
         metrics::histogram!("hearth_plugin_call_duration_seconds", "plugin" => self.name.clone(), "hook" => hook)
             .record(elapsed.as_secs_f64());
         let result = match result {
             Err(e) => Err(classify(&e)),
-            Ok(_) if elapsed > self.limits.timeout + DEADLINE_SLACK => Err(Failure::Timeout),
             Ok(value) => check(value),
         };
         match result {

@@ -1,0 +1,404 @@
+//! Upstream deployments through the real binary: `/model/proxy/...` to a small non-OpenAI
+//! service started here (it echoes what it received, streams SSE, fails or hangs on
+//! request), and `/v1/chat/completions` streamed through two Hearth processes.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use hearth_e2e::Server;
+use reqwest::blocking::Client;
+use serde_json::{Value, json};
+
+/// The SSE body the echo service sends on `/sse`, in these chunks (a multi-byte character is
+/// split across two of them).
+const SSE_CHUNKS: [&[u8]; 4] = [
+    b"data: {\"n\": 1}\n\n",
+    b"data: caf\xc3",
+    b"\xa9 \xe2\x98\x95\n\n",
+    b"data: [DONE]\n\n",
+];
+
+/// Set when a `/slow` stream found its client gone (the proxy dropped the upstream request).
+static SLOW_STREAM_CUT: AtomicBool = AtomicBool::new(false);
+
+/// A tiny HTTP/1.1 service: echoes method, path, query, headers and a checksum of the body as
+/// JSON; `/sse` streams [`SSE_CHUNKS`]; `/slow` streams a chunk every 50 ms for 10 s; `/cut`
+/// closes the connection in the middle of its body; `/fail` answers 500; `/hang` never
+/// answers.
+fn echo_service() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            std::thread::spawn(move || {
+                let _ = serve_one(stream);
+            });
+        }
+    });
+    port
+}
+
+fn checksum(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+    })
+}
+
+fn serve_one(mut stream: TcpStream) -> std::io::Result<()> {
+    let mut reader = BufReader::new(stream.try_clone()?);
+    let mut line = String::new();
+    reader.read_line(&mut line)?;
+    let mut parts = line.split_whitespace();
+    let method = parts.next().unwrap_or_default().to_owned();
+    let target = parts.next().unwrap_or_default().to_owned();
+    let mut headers = serde_json::Map::new();
+    let mut length = 0usize;
+    loop {
+        let mut header = String::new();
+        reader.read_line(&mut header)?;
+        let header = header.trim_end();
+        if header.is_empty() {
+            break;
+        }
+        if let Some((name, value)) = header.split_once(':') {
+            let name = name.trim().to_ascii_lowercase();
+            if name == "content-length" {
+                length = value.trim().parse().unwrap_or(0);
+            }
+            headers.insert(name, Value::String(value.trim().to_owned()));
+        }
+    }
+    let mut body = vec![0; length];
+    reader.read_exact(&mut body)?;
+    let (path, query) = target.split_once('?').unwrap_or((&target, ""));
+    match path {
+        "/sse" => {
+            stream.write_all(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\nx-echo: sse\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n")?;
+            for chunk in SSE_CHUNKS {
+                write!(stream, "{:x}\r\n", chunk.len())?;
+                stream.write_all(chunk)?;
+                stream.write_all(b"\r\n")?;
+                stream.flush()?;
+                std::thread::sleep(Duration::from_millis(30));
+            }
+            stream.write_all(b"0\r\n\r\n")?;
+        }
+        "/slow" => {
+            stream.write_all(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n")?;
+            for i in 0..200 {
+                let chunk = format!("data: {i}\n\n");
+                let written = write!(stream, "{:x}\r\n{chunk}\r\n", chunk.len()).and_then(|()| stream.flush());
+                if written.is_err() {
+                    SLOW_STREAM_CUT.store(true, Ordering::SeqCst);
+                    return Ok(());
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        "/cut" => {
+            stream.write_all(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n6\r\ndata: \r\n")?;
+            stream.flush()?;
+            return stream.shutdown(std::net::Shutdown::Both);
+        }
+        "/fail" => stream.write_all(b"HTTP/1.1 500 Internal Server Error\r\ncontent-length: 4\r\nconnection: close\r\n\r\nfail")?,
+        "/hang" => std::thread::sleep(Duration::from_secs(5)),
+        _ => {
+            let echo = json!({
+                "method": method, "path": path, "query": query, "headers": headers,
+                "body_len": body.len(), "body_checksum": checksum(&body),
+            })
+            .to_string();
+            write!(
+                stream,
+                "HTTP/1.1 201 Created\r\ncontent-type: application/json\r\nx-echo: yes\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{echo}",
+                echo.len()
+            )?;
+        }
+    }
+    stream.flush()
+}
+
+/// A port nothing listens on.
+fn dead_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn front(config: &str) -> (tempfile::TempDir, Server) {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), config, &[]).unwrap();
+    (dir, server)
+}
+
+fn proxy_config(port: u16) -> String {
+    format!(
+        "[[deployments]]\nname = \"echo\"\nkind = \"any\"\ngeneric_proxy = true\n  [[deployments.targets]]\n  upstream = \"http://127.0.0.1:{port}\"\n  api_key_env = \"HOME\"\n  response_timeout_ms = 500\n\
+         [[deployments]]\nname = \"closed\"\nkind = \"any\"\n  [[deployments.targets]]\n  upstream = \"http://127.0.0.1:{port}\"\n"
+    )
+}
+
+#[test]
+fn the_generic_proxy_forwards_method_path_query_headers_and_body_intact() {
+    let port = echo_service();
+    let (_dir, server) = front(&proxy_config(port));
+    let body: Vec<u8> = (0..1_500_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    let response = Client::new()
+        .put(server.url("/model/proxy/rerank/v2?top_n=3&q=a%20b"))
+        .header("x-gpustack-model", "echo")
+        .header("x-custom", "kept")
+        .header("authorization", "Bearer the-clients-hearth-key")
+        .header("content-type", "application/octet-stream")
+        .body(body.clone())
+        .send()
+        .unwrap();
+    assert_eq!(response.status(), 201, "the upstream's status comes back");
+    assert_eq!(response.headers()["x-echo"], "yes");
+    let echo: Value = response.json().unwrap();
+    assert_eq!(echo["method"], "PUT");
+    assert_eq!(echo["path"], "/rerank/v2");
+    assert_eq!(echo["query"], "top_n=3&q=a%20b");
+    assert_eq!(echo["headers"]["x-custom"], "kept");
+    assert_eq!(echo["headers"]["content-type"], "application/octet-stream");
+    // The client's Hearth key never leaves; the upstream gets its own credential.
+    let home = std::env::var("HOME").unwrap();
+    assert_eq!(echo["headers"]["authorization"], format!("Bearer {home}"));
+    assert_eq!(echo["body_len"], body.len());
+    assert_eq!(echo["body_checksum"], checksum(&body));
+}
+
+#[test]
+fn the_model_comes_from_the_header_first_then_the_body() {
+    let port = echo_service();
+    let (_dir, server) = front(&proxy_config(port));
+    let client = Client::new();
+    // Body only.
+    let r = client
+        .post(server.url("/model/proxy/score"))
+        .json(&json!({"model": "echo", "x": 1}))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    // Header and body disagree: the header wins (an unknown model, so 404, not the body's).
+    let r = client
+        .post(server.url("/model/proxy/score"))
+        .header("x-gpustack-model", "nope")
+        .json(&json!({"model": "echo"}))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    let e: Value = r.json().unwrap();
+    assert_eq!(e["error"]["code"], "model_not_found");
+    // A GET with no body routes by header.
+    let r = client
+        .get(server.url("/model/proxy/health"))
+        .header("x-gpustack-model", "echo")
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let echo: Value = r.json().unwrap();
+    assert_eq!(echo["method"], "GET");
+    // A deployment without generic_proxy is a 403 that says so.
+    let r = client
+        .get(server.url("/model/proxy/health"))
+        .header("x-gpustack-model", "closed")
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    let e: Value = r.json().unwrap();
+    assert!(
+        e["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("generic_proxy")
+    );
+    // No model anywhere: 400 naming `model`.
+    let r = client
+        .get(server.url("/model/proxy/health"))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 400);
+}
+
+#[test]
+fn an_sse_stream_comes_back_byte_for_byte() {
+    let port = echo_service();
+    let (_dir, server) = front(&proxy_config(port));
+    let mut response = Client::new()
+        .get(server.url("/model/proxy/sse"))
+        .header("x-gpustack-model", "echo")
+        .send()
+        .unwrap();
+    assert_eq!(response.headers()["content-type"], "text/event-stream");
+    let mut received = Vec::new();
+    response.read_to_end(&mut received).unwrap();
+    assert_eq!(received, SSE_CHUNKS.concat());
+}
+
+#[test]
+fn upstream_faults_are_502_and_504_and_traffic_moves_to_a_healthy_target() {
+    let port = echo_service();
+    let dead = dead_port();
+    let config = format!(
+        "{}[[deployments]]\nname = \"pair\"\nkind = \"any\"\ngeneric_proxy = true\n  [[deployments.targets]]\n  upstream = \"http://127.0.0.1:{dead}\"\n  [[deployments.targets]]\n  upstream = \"http://127.0.0.1:{port}\"\n\
+         [[deployments]]\nname = \"down\"\nkind = \"any\"\ngeneric_proxy = true\n  [[deployments.targets]]\n  upstream = \"http://127.0.0.1:{dead}\"\n",
+        proxy_config(port)
+    );
+    let (_dir, server) = front(&config);
+    let client = Client::new();
+    let call = |model: &str, path: &str| {
+        let r = client
+            .get(server.url(&format!("/model/proxy{path}")))
+            .header("x-gpustack-model", model)
+            .send()
+            .unwrap();
+        let status = r.status().as_u16();
+        (status, r.json::<Value>().unwrap_or(Value::Null))
+    };
+    for _ in 0..6 {
+        assert_eq!(
+            call("pair", "/x").0,
+            201,
+            "one target down: the other serves"
+        );
+    }
+    let (status, body) = call("down", "/x");
+    assert_eq!(status, 502);
+    assert_eq!(body["error"]["code"], "upstream_unreachable");
+    let (status, body) = call("echo", "/hang");
+    assert_eq!(status, 504);
+    assert_eq!(body["error"]["code"], "upstream_timeout");
+    // A 5xx from the only target is the upstream's answer, passed through.
+    assert_eq!(call("echo", "/fail").0, 500);
+}
+
+fn fixtures() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../models/tests/fixtures")
+}
+
+fn sse_content(text: &str) -> String {
+    text.lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .filter(|d| *d != "[DONE]")
+        .filter_map(|d| serde_json::from_str::<Value>(d).ok())
+        .filter_map(|c| {
+            c["choices"][0]["delta"]["content"]
+                .as_str()
+                .map(str::to_owned)
+        })
+        .collect()
+}
+
+#[test]
+fn chat_streams_through_two_hearth_processes() {
+    let upstream_config = format!(
+        "[[deployments]]\nname = \"tiny-qwen3\"\nkind = \"chat\"\n  [[deployments.targets]]\n  source = \"{}\"\n  device = \"cpu\"\n",
+        fixtures().join("tiny-qwen3").display()
+    );
+    let (_up_dir, upstream) = front(&upstream_config);
+    let front_config = format!(
+        "[[deployments]]\nname = \"tiny-qwen3\"\nkind = \"chat\"\n  [[deployments.targets]]\n  upstream = \"http://{}\"\n",
+        upstream.addr
+    );
+    let (_front_dir, front_server) = front(&front_config);
+    let request = json!({
+        "model": "tiny-qwen3", "stream": true, "temperature": 0, "max_tokens": 12,
+        "messages": [{"role": "user", "content": "What is the capital of France?"}],
+    });
+    let through = Client::new()
+        .post(front_server.url("/v1/chat/completions"))
+        .json(&request)
+        .send()
+        .unwrap();
+    assert_eq!(through.headers()["content-type"], "text/event-stream");
+    let through = through.text().unwrap();
+    let direct = Client::new()
+        .post(upstream.url("/v1/chat/completions"))
+        .json(&request)
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    assert!(through.trim_end().ends_with("data: [DONE]"));
+    assert_eq!(sse_content(&through), sse_content(&direct));
+    assert!(!sse_content(&through).is_empty());
+    // No usage chunk the client did not ask for.
+    assert!(!through.contains("\"usage\":{"));
+}
+
+#[test]
+fn a_client_that_leaves_cancels_the_upstream_request_and_a_cut_stream_is_survived() {
+    let port = echo_service();
+    let (_dir, server) = front(&proxy_config(port));
+    let mut response = Client::new()
+        .get(server.url("/model/proxy/slow"))
+        .header("x-gpustack-model", "echo")
+        .send()
+        .unwrap();
+    let mut first = [0u8; 8];
+    response.read_exact(&mut first).unwrap();
+    assert_eq!(&first, b"data: 0\n");
+    drop(response);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !SLOW_STREAM_CUT.load(Ordering::SeqCst) {
+        assert!(
+            Instant::now() < deadline,
+            "the upstream kept streaming to nobody"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // An upstream that dies mid-body: the client's body ends in an error, the server lives on.
+    let mut cut = Client::new()
+        .get(server.url("/model/proxy/cut"))
+        .header("x-gpustack-model", "echo")
+        .send()
+        .unwrap();
+    let mut partial = Vec::new();
+    assert!(cut.read_to_end(&mut partial).is_err() || partial.len() < 10);
+    let again = Client::new()
+        .get(server.url("/model/proxy/x"))
+        .header("x-gpustack-model", "echo")
+        .send()
+        .unwrap();
+    assert_eq!(again.status(), 201);
+}
+
+#[test]
+fn health_checks_mark_a_dead_target_down_in_readyz() {
+    let port = echo_service();
+    let dead = dead_port();
+    let config = format!(
+        "[[deployments]]\nname = \"pair\"\nkind = \"any\"\ngeneric_proxy = true\n  [[deployments.targets]]\n  upstream = \"http://127.0.0.1:{dead}\"\n  health_interval_ms = 50\n  unhealthy_after = 2\n  [[deployments.targets]]\n  upstream = \"http://127.0.0.1:{port}\"\n  health_interval_ms = 50\n"
+    );
+    let (_dir, server) = front(&config);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let ready: Value = Client::new()
+            .get(server.url("/readyz"))
+            .send()
+            .unwrap()
+            .json()
+            .unwrap();
+        let targets = &ready["deployments"]["pair"]["targets"];
+        if targets[0]["healthy"] == false && targets[1]["healthy"] == true {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{ready}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let metrics = Client::new()
+        .get(server.url("/metrics"))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    assert!(
+        metrics.contains("hearth_upstream_healthy"),
+        "health is in /metrics"
+    );
+}
