@@ -12,6 +12,15 @@ use hearth::plugins::types::{
 };
 use hearth::plugins::{Failure, KeyVerifier, PluginHost, keys};
 
+/// The tests here measure time: they run one at a time, so they do not slow each other down.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 fn dist(name: &str) -> PathBuf {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../plugins/dist")
@@ -94,6 +103,7 @@ fn denial_message(decision: Result<PreprocessDecision, Failure>) -> String {
 
 #[test]
 fn a_trap_fails_the_call_and_the_next_call_succeeds() {
+    let _serial = serial();
     let dir = tempfile::tempdir().unwrap();
     let host = host(
         dir.path(),
@@ -111,6 +121,7 @@ fn a_trap_fails_the_call_and_the_next_call_succeeds() {
 
 #[test]
 fn an_infinite_loop_is_stopped_at_its_deadline() {
+    let _serial = serial();
     let dir = tempfile::tempdir().unwrap();
     let mut entry = plugin(PluginHook::Preprocess, "test/test_preprocess.wasm");
     entry.timeout_ms = Some(20);
@@ -126,8 +137,9 @@ fn an_infinite_loop_is_stopped_at_its_deadline() {
         ));
     }
     overruns.sort();
-    // The deadline is a 1 ms epoch tick: the typical stop is within 2 ms of the budget; a
-    // loaded CI machine may delay the ticker thread now and then.
+    // The budget is CPU time checked every 1 ms epoch tick: the typical stop is within 2 ms of
+    // the budget (tick, thread hand-off); a loaded CI machine may preempt the guest now and
+    // then, which stretches the wall time but not the CPU time it may use.
     assert!(
         overruns[1] <= Duration::from_millis(2),
         "overruns {overruns:?}"
@@ -140,6 +152,7 @@ fn an_infinite_loop_is_stopped_at_its_deadline() {
 
 #[test]
 fn a_memory_bomb_traps_at_the_cap() {
+    let _serial = serial();
     let dir = tempfile::tempdir().unwrap();
     let host = host(
         dir.path(),
@@ -162,6 +175,7 @@ fn a_memory_bomb_traps_at_the_cap() {
 
 #[test]
 fn every_call_gets_a_fresh_instance() {
+    let _serial = serial();
     let dir = tempfile::tempdir().unwrap();
     let host = host(
         dir.path(),
@@ -174,6 +188,7 @@ fn every_call_gets_a_fresh_instance() {
 
 #[test]
 fn a_full_plugin_refuses_at_once() {
+    let _serial = serial();
     let dir = tempfile::tempdir().unwrap();
     let mut entry = plugin(PluginHook::Preprocess, "test/test_preprocess.wasm");
     entry.max_concurrency = Some(1);
@@ -198,6 +213,7 @@ fn a_full_plugin_refuses_at_once() {
 
 #[test]
 fn invalid_outputs_are_failures() {
+    let _serial = serial();
     let dir = tempfile::tempdir().unwrap();
     let host = host(
         dir.path(),
@@ -242,6 +258,7 @@ fn invalid_outputs_are_failures() {
 
 #[test]
 fn a_plugin_that_keeps_failing_is_tripped() {
+    let _serial = serial();
     let dir = tempfile::tempdir().unwrap();
     let host = host(
         dir.path(),
@@ -269,6 +286,7 @@ fn a_plugin_that_keeps_failing_is_tripped() {
 
 #[test]
 fn the_default_route_plugin_prefers_the_least_loaded_healthy_target() {
+    let _serial = serial();
     let dir = tempfile::tempdir().unwrap();
     let host = host(
         dir.path(),
@@ -314,6 +332,7 @@ fn drop_in(folder: &Path, version: &str) {
 
 #[test]
 fn the_folder_is_watched_and_a_broken_version_keeps_the_old_one() {
+    let _serial = serial();
     let dir = tempfile::tempdir().unwrap();
     let host = host(dir.path(), vec![]);
     let folder = dir.path().join("data/plugins");

@@ -28,11 +28,25 @@ use crate::error::HearthError;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
     pub memory_bytes: usize,
+    /// CPU time a call may use.
     pub timeout: Duration,
     pub max_concurrency: u32,
 }
 
+/// Epoch ticks covering `d` (at least one).
+fn ticks(d: Duration) -> u64 {
+    u64::try_from(d.as_micros().div_ceil(EPOCH_TICK.as_micros()))
+        .unwrap_or(u64::MAX)
+        .max(1)
+}
+
 impl Limits {
+    /// The wall-clock time a call may take however busy the machine is: ten budgets, at
+    /// least 250 ms. Past it the call is stopped at the next epoch tick.
+    pub fn wall_cap(&self) -> Duration {
+        (self.timeout * 10).max(Duration::from_millis(250))
+    }
+
     /// The defaults of DESIGN.md §6 for `hook`, overridden where given.
     pub fn new(
         hook: PluginHook,
@@ -147,55 +161,6 @@ fn outside_async<R: Send>(call: impl FnOnce() -> R + Send) -> R {
             Err(panic) => std::panic::resume_unwind(panic),
         }),
         Err(_) => call(),
-    }
-}
-
-/// Guest calls running at once, process-wide: one per core. A guest preempted by a crowd of
-/// threads would overrun its wall-clock deadline through no fault of its own; calls beyond
-/// the limit wait for a slot before their store, and deadline, exist.
-struct Gate {
-    running: std::sync::Mutex<usize>,
-    freed: std::sync::Condvar,
-    limit: usize,
-}
-
-struct GatePass(&'static Gate);
-
-fn gate() -> &'static Gate {
-    static GATE: std::sync::OnceLock<Gate> = std::sync::OnceLock::new();
-    GATE.get_or_init(|| Gate {
-        running: std::sync::Mutex::new(0),
-        freed: std::sync::Condvar::new(),
-        limit: std::thread::available_parallelism().map_or(2, usize::from),
-    })
-}
-
-impl Gate {
-    fn enter(&'static self) -> GatePass {
-        let mut running = self
-            .running
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        while *running >= self.limit {
-            running = self
-                .freed
-                .wait(running)
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-        }
-        *running += 1;
-        GatePass(self)
-    }
-}
-
-impl Drop for GatePass {
-    fn drop(&mut self) {
-        let mut running = self
-            .0
-            .running
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        *running -= 1;
-        self.0.freed.notify_one();
     }
 }
 
@@ -347,13 +312,31 @@ impl Plugin {
         );
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limits);
-        let ticks = self
-            .limits
-            .timeout
-            .as_micros()
-            .div_ceil(EPOCH_TICK.as_micros());
-        store.set_epoch_deadline(u64::try_from(ticks).unwrap_or(u64::MAX));
-        store.epoch_deadline_trap();
+        // The budget is CPU time on this thread, checked at every epoch deadline: a guest that
+        // the scheduler preempts (a busy machine running a model) is not punished for time it
+        // did not run, while a loop burns its budget and is stopped within a tick of it. A
+        // wall-clock cap bounds the call however busy the machine is.
+        let budget = self.limits.timeout;
+        let cap = self.limits.wall_cap();
+        let cpu_now = || {
+            cpu_time::ThreadTime::try_now()
+                .ok()
+                .map(|t| t.as_duration())
+        };
+        let cpu_start = cpu_now();
+        let wall_start = Instant::now();
+        store.set_epoch_deadline(ticks(budget));
+        store.epoch_deadline_callback(move |_| {
+            let used = match (cpu_start, cpu_now()) {
+                (Some(start), Some(now)) => now.saturating_sub(start),
+                _ => wall_start.elapsed(),
+            };
+            if used >= budget || wall_start.elapsed() >= cap {
+                Ok(wasmtime::UpdateDeadline::Interrupt)
+            } else {
+                Ok(wasmtime::UpdateDeadline::Continue(ticks(budget - used)))
+            }
+        });
         store
     }
 
@@ -405,7 +388,6 @@ impl Plugin {
         // The store (and its epoch deadline) is made on the thread that runs the call, after
         // any hand-off, so the budget measures the call and not the wait for a thread.
         let (result, elapsed) = outside_async(|| {
-            let _pass = gate().enter();
             let mut store = self.store(request_id);
             let started = Instant::now();
             let result = run(&self.pre, &mut store);
