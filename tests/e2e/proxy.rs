@@ -4,11 +4,10 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use hearth_e2e::Server;
+use hearth_e2e::{Server, model_fixtures, sse_chat_text};
 use reqwest::blocking::Client;
 use serde_json::{Value, json};
 
@@ -277,28 +276,11 @@ fn upstream_faults_are_502_and_504_and_traffic_moves_to_a_healthy_target() {
     assert_eq!(call("echo", "/fail").0, 500);
 }
 
-fn fixtures() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../models/tests/fixtures")
-}
-
-fn sse_content(text: &str) -> String {
-    text.lines()
-        .filter_map(|l| l.strip_prefix("data: "))
-        .filter(|d| *d != "[DONE]")
-        .filter_map(|d| serde_json::from_str::<Value>(d).ok())
-        .filter_map(|c| {
-            c["choices"][0]["delta"]["content"]
-                .as_str()
-                .map(str::to_owned)
-        })
-        .collect()
-}
-
 #[test]
 fn chat_streams_through_two_hearth_processes() {
     let upstream_config = format!(
         "[[deployments]]\nname = \"tiny-qwen3\"\nkind = \"chat\"\n  [[deployments.targets]]\n  source = \"{}\"\n  device = \"cpu\"\n",
-        fixtures().join("tiny-qwen3").display()
+        model_fixtures().join("tiny-qwen3").display()
     );
     let (_up_dir, upstream) = front(&upstream_config);
     let front_config = format!(
@@ -325,8 +307,8 @@ fn chat_streams_through_two_hearth_processes() {
         .text()
         .unwrap();
     assert!(through.trim_end().ends_with("data: [DONE]"));
-    assert_eq!(sse_content(&through), sse_content(&direct));
-    assert!(!sse_content(&through).is_empty());
+    assert_eq!(sse_chat_text(&through), sse_chat_text(&direct));
+    assert!(!sse_chat_text(&through).is_empty());
     // No usage chunk the client did not ask for.
     assert!(!through.contains("\"usage\":{"));
 }

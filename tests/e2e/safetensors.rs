@@ -5,22 +5,16 @@
 //! `HEARTH_E2E_DEVICE` (`cpu`, `wgpu` or `auto`, default `cpu`) picks the deployment's device;
 //! `scripts/test-wgpu` runs this file again on wgpu.
 
-use std::path::PathBuf;
-
-use hearth_e2e::Server;
+use hearth_e2e::{Server, model_fixtures, sse_chat_text};
 use hearth_models::ChatTokenizer;
 use reqwest::blocking::Client;
 use serde_json::{Value, json};
-
-fn fixtures() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../models/tests/fixtures")
-}
 
 fn start() -> (tempfile::TempDir, Server) {
     let device = std::env::var("HEARTH_E2E_DEVICE").unwrap_or_else(|_| "cpu".to_owned());
     let config = format!(
         "[[deployments]]\nname = \"tiny-qwen3\"\nkind = \"chat\"\n  [[deployments.targets]]\n  source = \"{}\"\n  device = \"{device}\"\n",
-        fixtures().join("tiny-qwen3").display()
+        model_fixtures().join("tiny-qwen3").display()
     );
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(dir.path(), &config, &[]).unwrap();
@@ -28,7 +22,7 @@ fn start() -> (tempfile::TempDir, Server) {
 }
 
 fn reference_chat() -> Value {
-    let text = std::fs::read_to_string(fixtures().join("qwen_reference.json")).unwrap();
+    let text = std::fs::read_to_string(model_fixtures().join("qwen_reference.json")).unwrap();
     let all: Value = serde_json::from_str(&text).unwrap();
     all["tiny-qwen3"]["chat"].clone()
 }
@@ -37,7 +31,7 @@ fn reference_chat() -> Value {
 /// its own). A random-weight model writes bytes that need not form UTF-8 text, so the
 /// comparison is per token rather than on the joined text.
 fn expected_tokens(greedy: &[u32]) -> Vec<String> {
-    let tokenizer = ChatTokenizer::load(&fixtures().join("tiny-qwen3")).unwrap();
+    let tokenizer = ChatTokenizer::load(&model_fixtures().join("tiny-qwen3")).unwrap();
     greedy
         .iter()
         .map(|&id| tokenizer.decode(&[id], true).unwrap())
@@ -93,17 +87,7 @@ fn a_safetensors_checkpoint_answers_chat_with_the_reference_continuation() {
         .unwrap()
         .text()
         .unwrap();
-    let joined: String = text
-        .lines()
-        .filter_map(|l| l.strip_prefix("data: "))
-        .filter(|d| *d != "[DONE]")
-        .filter_map(|d| serde_json::from_str::<Value>(d).ok())
-        .filter_map(|c| {
-            c["choices"][0]["delta"]["content"]
-                .as_str()
-                .map(str::to_owned)
-        })
-        .collect();
+    let joined = sse_chat_text(&text);
     assert_eq!(joined, choice["message"]["content"].as_str().unwrap());
 }
 

@@ -191,3 +191,23 @@ pub fn create_key(data_dir: &Path, args: &[&str]) -> Result<String> {
         .to_owned();
     Ok(key)
 }
+
+/// `models/tests/fixtures`: the tiny checkpoints and reference outputs of the model tests.
+pub fn model_fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/tests/fixtures")
+}
+
+/// The text of an SSE chat stream: every chunk's first-choice `delta.content`, joined.
+pub fn sse_chat_text(stream: &str) -> String {
+    stream
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .filter(|d| *d != "[DONE]")
+        .filter_map(|d| serde_json::from_str::<serde_json::Value>(d).ok())
+        .filter_map(|c| {
+            c["choices"][0]["delta"]["content"]
+                .as_str()
+                .map(str::to_owned)
+        })
+        .collect()
+}

@@ -226,12 +226,10 @@ pub async fn preprocess(State(state): State<AppState>, request: Request, next: N
     for plugin in &set.preprocess {
         let head = plugin_head(&parts.method, &parts.uri, &parts.headers);
         let facts = facts(&head.path, &parts.headers, &body);
-        let plugin = plugin.clone();
-        let (identity_now, body_now) = (identity.clone(), body.clone());
-        let max = host.max_body_bytes;
-        // Plugins are CPU-bound and short (their deadline bounds them); calling inline keeps
+        // Plugins are CPU-bound and short (their budget bounds them); calling inline keeps
         // the per-call cost at tens of microseconds.
-        let decision = plugin.preprocess(&head, &facts, identity_now.as_ref(), &body_now, max);
+        let decision =
+            plugin.preprocess(&head, &facts, identity.as_ref(), &body, host.max_body_bytes);
         match decision {
             Ok(types::PreprocessDecision::Unchanged) => {}
             Ok(types::PreprocessDecision::Rewrite(rewrite)) => {
