@@ -149,7 +149,11 @@ fn the_readme_walkthrough_from_zero() {
     run(Command::new(cargo)
         .args(["build", "--release", "--quiet"])
         .current_dir(&crate_dir)
-        .env("CARGO_TARGET_DIR", &target));
+        .env("CARGO_TARGET_DIR", &target)
+        // A user's crate, built as a user builds it: without the suite's lint wrapper
+        // (scripts/env), which would hold generated bindings to our clippy settings.
+        .env_remove("RUSTC_WORKSPACE_WRAPPER")
+        .env_remove("CLIPPY_ARGS"));
     let wasm = target.join("wasm32-wasip2/release/team_gate.wasm");
     std::fs::write(dir.path().join("gate.toml"), "token = \"s3cret\"\n").unwrap();
     let checked = run(Command::new(hearth_bin())

@@ -15,7 +15,7 @@
 //! | Q6_K | 256 | 210 | `ql[128]`, `qh[64]`, `scales[16]: i8`, `d`; `y = d·sc·(q − 32)`, `q` 6 bits |
 //!
 //! Each is checked against the Python `gguf` package's `gguf.quants.dequantize` in
-//! `tests/gguf_reference.rs` (values from `models/scripts/generate_llama_reference.py`).
+//! `tests/reference/gguf.rs` (values from `models/scripts/generate_llama_reference.py`).
 
 use std::fmt;
 

@@ -10,7 +10,7 @@
 //! Runs on the CPU, or on wgpu with `HEARTH_TEST_DEVICE=wgpu --features wgpu`
 //! (`scripts/test-wgpu`).
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 

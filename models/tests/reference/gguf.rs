@@ -4,7 +4,7 @@
 //!
 //! The synthetic blocks need no model; the real-tensor check needs SmolLM2 (`scripts/fetch-models`).
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 

@@ -5,7 +5,7 @@
 //! Needs the real model: `scripts/fetch-models` installs it in `<repo>/.models`, or set
 //! `HEARTH_MODELS_DIR` to a folder holding `smollm2-135m-instruct/`.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;

@@ -1,9 +1,8 @@
-//! Shared by the model test binaries: where the installed model files are, and which device
+//! Shared by the model reference tests: where the installed model files are, and which device
 //! the checks run on.
 
 use std::path::{Path, PathBuf};
 
-#[allow(dead_code, reason = "not every test binary needs the installed models")]
 /// `relative` under `$HEARTH_MODELS_DIR`, else `<repo>/.models` (`scripts/fetch-models`);
 /// panics with that hint when it is missing.
 pub fn installed(relative: &str) -> PathBuf {
@@ -21,7 +20,6 @@ pub fn installed(relative: &str) -> PathBuf {
 }
 
 /// The device the reference checks run on: `HEARTH_TEST_DEVICE` (`cpu` or `wgpu`), else the CPU.
-#[allow(dead_code, reason = "not every test binary runs on a chosen device")]
 pub fn test_device() -> hearth_models::Device {
     match std::env::var("HEARTH_TEST_DEVICE").as_deref() {
         #[cfg(feature = "wgpu")]

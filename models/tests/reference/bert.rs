@@ -8,7 +8,7 @@
 //! The reference checks run on the CPU by default; `HEARTH_TEST_DEVICE=wgpu` with
 //! `--features wgpu` runs the same checks on the GPU path (`scripts/test-wgpu`).
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;

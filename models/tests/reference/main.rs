@@ -1,0 +1,11 @@
+//! The model reference tests, one test binary (each binary links burn and its backends:
+//! one link, not one per family). Each module checks one model family against fixtures
+//! written by a committed script in `models/scripts/`; `scripts/test-wgpu` runs the
+//! device-generic ones again on wgpu (`HEARTH_TEST_DEVICE=wgpu`).
+
+mod common;
+
+mod bert;
+mod gguf;
+mod llama;
+mod qwen;
