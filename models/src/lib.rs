@@ -31,12 +31,14 @@ pub mod chat_template;
 mod chat_tokenizer;
 mod embedding;
 mod error;
+mod float_bytes;
 pub mod gguf;
 mod json;
 pub mod llama;
 mod safetensors_folder;
 pub mod sampling;
 mod tokenizer;
+pub mod whisper;
 
 pub use burn::tensor::{Device, DeviceKind};
 pub use chat_tokenizer::ChatTokenizer;

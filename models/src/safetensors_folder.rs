@@ -9,6 +9,7 @@ use safetensors::{Dtype, SafeTensors};
 use serde::Deserialize;
 
 use crate::ModelError;
+use crate::float_bytes::{StoredFloat, widen_to_f32};
 use crate::json::{read_file, read_json};
 
 /// `model.safetensors.index.json`.
@@ -101,25 +102,16 @@ impl SafetensorsFolder {
             )));
         }
         let data = view.data();
-        let values = match view.dtype() {
-            Dtype::F32 => data
-                .chunks_exact(4)
-                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-                .collect(),
-            Dtype::F16 => data
-                .chunks_exact(2)
-                .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32())
-                .collect(),
-            Dtype::BF16 => data
-                .chunks_exact(2)
-                .map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32())
-                .collect(),
+        let kind = match view.dtype() {
+            Dtype::F32 => StoredFloat::F32,
+            Dtype::F16 => StoredFloat::F16,
+            Dtype::BF16 => StoredFloat::Bf16,
             other => {
                 return Err(error(format!(
                     "dtype {other:?} is not supported (F32, F16, BF16)"
                 )));
             }
         };
-        Ok(values)
+        Ok(widen_to_f32(kind, data))
     }
 }

@@ -11,6 +11,8 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use crate::ModelError;
+use crate::float_bytes::{StoredFloat, widen_to_f32};
+use crate::json::read_file;
 
 /// The binary versions this reader understands (CTranslate2 ≥ 3 writes 6).
 const SUPPORTED_VERSIONS: std::ops::RangeInclusive<u32> = 5..=6;
@@ -80,15 +82,7 @@ pub struct Ct2File {
 impl Ct2File {
     /// Reads and parses `path`.
     pub fn open(path: &Path) -> Result<Self, ModelError> {
-        let bytes = std::fs::read(path).map_err(|source| match source.kind() {
-            std::io::ErrorKind::NotFound => ModelError::MissingFile {
-                path: path.to_path_buf(),
-            },
-            _ => ModelError::Io {
-                path: path.to_path_buf(),
-                source,
-            },
-        })?;
+        let bytes = read_file(path)?;
         Self::parse(path, bytes)
     }
 
@@ -110,7 +104,9 @@ impl Ct2File {
                 SUPPORTED_VERSIONS.end()
             )));
         }
-        let spec = cursor.string().map_err(|e| fail(format!("spec name: {e}")))?;
+        let spec = cursor
+            .string()
+            .map_err(|e| fail(format!("spec name: {e}")))?;
         let revision = cursor.u32().map_err(|e| fail(format!("revision: {e}")))?;
         let count = cursor
             .u32()
@@ -128,7 +124,9 @@ impl Ct2File {
         let mut aliases = HashMap::new();
         // Version 5 files may end without the alias table.
         if cursor.at < bytes.len() {
-            let count = cursor.u32().map_err(|e| fail(format!("alias count: {e}")))?;
+            let count = cursor
+                .u32()
+                .map_err(|e| fail(format!("alias count: {e}")))?;
             for index in 0..count {
                 let alias = cursor
                     .string()
@@ -185,19 +183,10 @@ impl Ct2File {
             ));
         }
         let bytes = &self.bytes[variable.offset..variable.offset + variable.len];
-        Ok(match variable.dtype {
-            Ct2Dtype::F32 => bytes
-                .chunks_exact(4)
-                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-                .collect(),
-            Ct2Dtype::F16 => bytes
-                .chunks_exact(2)
-                .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32())
-                .collect(),
-            Ct2Dtype::Bf16 => bytes
-                .chunks_exact(2)
-                .map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32())
-                .collect(),
+        let kind = match variable.dtype {
+            Ct2Dtype::F32 => StoredFloat::F32,
+            Ct2Dtype::F16 => StoredFloat::F16,
+            Ct2Dtype::Bf16 => StoredFloat::Bf16,
             other => {
                 return Err(self.tensor_error(
                     name,
@@ -206,7 +195,8 @@ impl Ct2File {
                     ),
                 ));
             }
-        })
+        };
+        Ok(widen_to_f32(kind, bytes))
     }
 
     /// The integer scalar `name` (i8, i16 or i32, rank 0).

@@ -9,3 +9,4 @@ mod bert;
 mod gguf;
 mod llama;
 mod qwen;
+mod whisper_ct2;

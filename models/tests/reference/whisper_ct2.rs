@@ -25,12 +25,12 @@ fn tiny_en_has_whispers_variables_with_their_shapes() {
     assert_eq!(embeddings.shape, vec![51864, 384]);
     assert_eq!(embeddings.dtype, Ct2Dtype::F16);
     // The tied output projection is an alias of the embeddings.
-    assert_eq!(
-        file.variable("decoder/projection/weight"),
-        Some(embeddings)
-    );
+    assert_eq!(file.variable("decoder/projection/weight"), Some(embeddings));
     let fused_qkv = file
-        .f32_tensor("decoder/layer_0/self_attention/linear_0/weight", &[1152, 384])
+        .f32_tensor(
+            "decoder/layer_0/self_attention/linear_0/weight",
+            &[1152, 384],
+        )
         .unwrap();
     assert_eq!(fused_qkv.len(), 1152 * 384);
     assert!(fused_qkv.iter().all(|v| v.is_finite()));
@@ -55,14 +55,19 @@ fn wrong_shapes_missing_tensors_and_broken_files_are_named() {
         "{err}"
     );
     let err = file.f32_tensor("encoder/conv9/weight", &[1]).unwrap_err();
-    assert!(matches!(err, ModelError::Tensor { ref tensor, .. } if tensor == "encoder/conv9/weight"));
+    assert!(
+        matches!(err, ModelError::Tensor { ref tensor, .. } if tensor == "encoder/conv9/weight")
+    );
 
     let bytes = std::fs::read(common::installed("whisper-tiny-en/model.bin")).unwrap();
     let name = Path::new("cut/model.bin");
     let err = Ct2File::parse(name, bytes[..1_000_000].to_vec())
         .unwrap_err()
         .to_string();
-    assert!(err.contains("cut/model.bin") && err.contains("truncated"), "{err}");
+    assert!(
+        err.contains("cut/model.bin") && err.contains("truncated"),
+        "{err}"
+    );
     let err = Ct2File::parse(name, b"GGUF\x03\0\0\0".to_vec())
         .unwrap_err()
         .to_string();
