@@ -27,6 +27,7 @@
 //! ```
 
 pub mod bert;
+mod byte_cursor;
 pub mod chat_template;
 mod chat_tokenizer;
 mod embedding;

@@ -1,50 +1,22 @@
-//! A bounds-checked little-endian reader over GGUF bytes; its errors say what was being read
-//! (`metadata \`general.name\``, `the table entry of tensor \`blk.0.attn_q.weight\``).
+//! GGUF's encodings on the shared bounds-checked cursor: u64 lengths, strings and typed
+//! metadata values. Errors say what was being read (`metadata \`general.name\``, `the table
+//! entry of tensor \`blk.0.attn_q.weight\``).
 
 use super::value::GgufValue;
 
 /// Array nesting deeper than this is refused (the format allows it; no model uses it).
 const MAX_DEPTH: usize = 4;
 
-/// A bounds-checked little-endian cursor whose errors say what was being read.
-pub(crate) struct Cursor<'a> {
-    pub bytes: &'a [u8],
-    pub at: usize,
-}
+/// The shared byte cursor; this module adds GGUF's lengths, strings and typed values.
+pub(crate) use crate::byte_cursor::ByteCursor as Cursor;
 
 impl Cursor<'_> {
-    pub(crate) fn take(&mut self, n: usize, what: &str) -> Result<&[u8], String> {
-        let end = self
-            .at
-            .checked_add(n)
-            .filter(|&end| end <= self.bytes.len());
-        let end =
-            end.ok_or_else(|| format!("file ends at byte {} while reading {what}", self.at))?;
-        let slice = &self.bytes[self.at..end];
-        self.at = end;
-        Ok(slice)
-    }
-
-    pub(crate) fn array<const N: usize>(&mut self, what: &str) -> Result<[u8; N], String> {
-        let mut out = [0u8; N];
-        out.copy_from_slice(self.take(N, what)?);
-        Ok(out)
-    }
-
-    pub(crate) fn u32(&mut self, what: &str) -> Result<u32, String> {
-        self.array(what).map(u32::from_le_bytes)
-    }
-
-    pub(crate) fn u64(&mut self, what: &str) -> Result<u64, String> {
-        self.array(what).map(u64::from_le_bytes)
-    }
-
     pub(crate) fn len(&mut self, what: &str) -> Result<usize, String> {
         let n = self.u64(what)?;
         // Every element takes at least one byte: a count past the end of the file is corrupt.
         usize::try_from(n)
             .ok()
-            .filter(|&n| n <= self.bytes.len() - self.at)
+            .filter(|&n| n <= self.remaining())
             .ok_or_else(|| format!("{what}: length {n} runs past the end of the file"))
     }
 

@@ -11,6 +11,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use crate::ModelError;
+use crate::byte_cursor::ByteCursor;
 use crate::float_bytes::{StoredFloat, widen_to_f32};
 use crate::json::read_file;
 
@@ -92,11 +93,8 @@ impl Ct2File {
             path: path.to_path_buf(),
             reason,
         };
-        let mut cursor = Cursor {
-            bytes: &bytes,
-            at: 0,
-        };
-        let version = cursor.u32().map_err(|e| fail(format!("header: {e}")))?;
+        let mut cursor = ByteCursor::new(&bytes);
+        let version = cursor.u32("the binary version").map_err(fail)?;
         if !SUPPORTED_VERSIONS.contains(&version) {
             return Err(fail(format!(
                 "CTranslate2 binary version {version} is not supported (expected {}–{}); is this a CTranslate2 model.bin?",
@@ -104,36 +102,25 @@ impl Ct2File {
                 SUPPORTED_VERSIONS.end()
             )));
         }
-        let spec = cursor
-            .string()
-            .map_err(|e| fail(format!("spec name: {e}")))?;
-        let revision = cursor.u32().map_err(|e| fail(format!("revision: {e}")))?;
-        let count = cursor
-            .u32()
-            .map_err(|e| fail(format!("variable count: {e}")))?;
+        let spec = read_string(&mut cursor, "the spec name").map_err(fail)?;
+        let revision = cursor.u32("the revision").map_err(fail)?;
+        let count = cursor.u32("the variable count").map_err(fail)?;
         let mut variables = HashMap::new();
         for index in 0..count {
-            let name = cursor
-                .string()
-                .map_err(|e| fail(format!("variable {index}: name: {e}")))?;
-            let variable = cursor
-                .variable()
-                .map_err(|e| fail(format!("variable `{name}`: {e}")))?;
+            let name =
+                read_string(&mut cursor, &format!("the name of variable {index}")).map_err(fail)?;
+            let variable =
+                read_variable(&mut cursor, &format!("variable `{name}`")).map_err(fail)?;
             variables.insert(name, variable);
         }
         let mut aliases = HashMap::new();
         // Version 5 files may end without the alias table.
-        if cursor.at < bytes.len() {
-            let count = cursor
-                .u32()
-                .map_err(|e| fail(format!("alias count: {e}")))?;
+        if cursor.remaining() > 0 {
+            let count = cursor.u32("the alias count").map_err(fail)?;
             for index in 0..count {
-                let alias = cursor
-                    .string()
-                    .map_err(|e| fail(format!("alias {index}: {e}")))?;
-                let target = cursor
-                    .string()
-                    .map_err(|e| fail(format!("alias `{alias}`: {e}")))?;
+                let alias = read_string(&mut cursor, &format!("alias {index}")).map_err(fail)?;
+                let target = read_string(&mut cursor, &format!("the target of alias `{alias}`"))
+                    .map_err(fail)?;
                 aliases.insert(alias, target);
             }
         }
@@ -233,73 +220,37 @@ impl Ct2File {
     }
 }
 
-struct Cursor<'a> {
-    bytes: &'a [u8],
-    at: usize,
+/// A CTranslate2 string: a u16 length that counts a trailing NUL, then the bytes.
+fn read_string(cursor: &mut ByteCursor<'_>, what: &str) -> Result<String, String> {
+    let len = usize::from(cursor.u16(what)?);
+    let raw = cursor.take(len, what)?;
+    let text = raw.strip_suffix(&[0]).unwrap_or(raw);
+    String::from_utf8(text.to_vec()).map_err(|_| format!("{what} is not UTF-8"))
 }
 
-impl Cursor<'_> {
-    fn take(&mut self, n: usize) -> Result<&[u8], String> {
-        let end = self
-            .at
-            .checked_add(n)
-            .filter(|end| *end <= self.bytes.len())
-            .ok_or_else(|| {
-                format!(
-                    "the file ends at byte {} but {n} more bytes are needed at byte {} (truncated?)",
-                    self.bytes.len(),
-                    self.at
-                )
-            })?;
-        let slice = &self.bytes[self.at..end];
-        self.at = end;
-        Ok(slice)
+/// A variable's rank, dimensions, type and data; the data is skipped, its place kept.
+fn read_variable(cursor: &mut ByteCursor<'_>, what: &str) -> Result<Ct2Variable, String> {
+    let rank = usize::from(cursor.u8(what)?);
+    let shape = (0..rank)
+        .map(|_| cursor.u32(what).map(|d| d as usize))
+        .collect::<Result<Vec<_>, _>>()?;
+    let type_id = cursor.u8(what)?;
+    let dtype = Ct2Dtype::from_id(type_id)
+        .ok_or_else(|| format!("{what}: unknown data type id {type_id}"))?;
+    let len = cursor.u32(what)? as usize;
+    let elements: usize = shape.iter().product();
+    if elements.checked_mul(dtype.size()) != Some(len) {
+        return Err(format!(
+            "{what}: {len} bytes of data for shape {shape:?} of {dtype:?} ({} expected)",
+            elements.saturating_mul(dtype.size())
+        ));
     }
-
-    fn u8(&mut self) -> Result<u8, String> {
-        Ok(self.take(1)?[0])
-    }
-
-    fn u16(&mut self) -> Result<u16, String> {
-        let b = self.take(2)?;
-        Ok(u16::from_le_bytes([b[0], b[1]]))
-    }
-
-    fn u32(&mut self) -> Result<u32, String> {
-        let b = self.take(4)?;
-        Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-    }
-
-    fn string(&mut self) -> Result<String, String> {
-        let len = usize::from(self.u16()?);
-        let raw = self.take(len)?;
-        let text = raw.strip_suffix(&[0]).unwrap_or(raw);
-        String::from_utf8(text.to_vec()).map_err(|_| "a name is not UTF-8".to_owned())
-    }
-
-    fn variable(&mut self) -> Result<Ct2Variable, String> {
-        let rank = usize::from(self.u8()?);
-        let shape = (0..rank)
-            .map(|_| self.u32().map(|d| d as usize))
-            .collect::<Result<Vec<_>, _>>()?;
-        let type_id = self.u8()?;
-        let dtype =
-            Ct2Dtype::from_id(type_id).ok_or_else(|| format!("unknown data type id {type_id}"))?;
-        let len = self.u32()? as usize;
-        let elements: usize = shape.iter().product();
-        if elements.checked_mul(dtype.size()) != Some(len) {
-            return Err(format!(
-                "{len} bytes of data for shape {shape:?} of {dtype:?} ({} expected)",
-                elements.saturating_mul(dtype.size())
-            ));
-        }
-        let offset = self.at;
-        self.take(len)?;
-        Ok(Ct2Variable {
-            shape,
-            dtype,
-            offset,
-            len,
-        })
-    }
+    let offset = cursor.at;
+    cursor.take(len, what)?;
+    Ok(Ct2Variable {
+        shape,
+        dtype,
+        offset,
+        len,
+    })
 }
