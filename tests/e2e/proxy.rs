@@ -334,14 +334,18 @@ fn a_client_that_leaves_cancels_the_upstream_request_and_a_cut_stream_is_survive
         );
         std::thread::sleep(Duration::from_millis(20));
     }
-    // An upstream that dies mid-body: the client's body ends in an error, the server lives on.
-    let mut cut = Client::new()
+    // An upstream that dies mid-body: the client's answer ends in an error, the server lives
+    // on. hyper sends the response head with the first body bytes, so when the cut comes
+    // first the client sees the error at `send` instead of while reading: both are errors,
+    // never a clean end.
+    let cut = Client::new()
         .get(server.url("/model/proxy/cut"))
         .header("x-gpustack-model", "echo")
-        .send()
-        .unwrap();
-    let mut partial = Vec::new();
-    assert!(cut.read_to_end(&mut partial).is_err() || partial.len() < 10);
+        .send();
+    if let Ok(mut cut) = cut {
+        let mut partial = Vec::new();
+        assert!(cut.read_to_end(&mut partial).is_err() || partial.len() < 10);
+    }
     let again = Client::new()
         .get(server.url("/model/proxy/x"))
         .header("x-gpustack-model", "echo")
