@@ -15,8 +15,9 @@ use crate::byte_cursor::ByteCursor;
 use crate::float_bytes::{StoredFloat, widen_to_f32};
 use crate::json::read_file;
 
-/// The binary versions this reader understands (CTranslate2 ≥ 3 writes 6).
-const SUPPORTED_VERSIONS: std::ops::RangeInclusive<u32> = 5..=6;
+/// The binary version this reader understands: what CTranslate2 3 and later write (older
+/// layouts were never seen here, so they are refused rather than guessed at).
+const SUPPORTED_VERSION: u32 = 6;
 
 /// A variable's element type, in CTranslate2's `DataType` order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -95,11 +96,9 @@ impl Ct2File {
         };
         let mut cursor = ByteCursor::new(&bytes);
         let version = cursor.u32("the binary version").map_err(fail)?;
-        if !SUPPORTED_VERSIONS.contains(&version) {
+        if version != SUPPORTED_VERSION {
             return Err(fail(format!(
-                "CTranslate2 binary version {version} is not supported (expected {}–{}); is this a CTranslate2 model.bin?",
-                SUPPORTED_VERSIONS.start(),
-                SUPPORTED_VERSIONS.end()
+                "CTranslate2 binary version {version} is not supported (expected {SUPPORTED_VERSION}); is this a CTranslate2 model.bin?"
             )));
         }
         let spec = read_string(&mut cursor, "the spec name").map_err(fail)?;
@@ -114,15 +113,12 @@ impl Ct2File {
             variables.insert(name, variable);
         }
         let mut aliases = HashMap::new();
-        // Version 5 files may end without the alias table.
-        if cursor.remaining() > 0 {
-            let count = cursor.u32("the alias count").map_err(fail)?;
-            for index in 0..count {
-                let alias = read_string(&mut cursor, &format!("alias {index}")).map_err(fail)?;
-                let target = read_string(&mut cursor, &format!("the target of alias `{alias}`"))
-                    .map_err(fail)?;
-                aliases.insert(alias, target);
-            }
+        let count = cursor.u32("the alias count").map_err(fail)?;
+        for index in 0..count {
+            let alias = read_string(&mut cursor, &format!("alias {index}")).map_err(fail)?;
+            let target = read_string(&mut cursor, &format!("the target of alias `{alias}`"))
+                .map_err(fail)?;
+            aliases.insert(alias, target);
         }
         Ok(Self {
             path: path.to_path_buf(),
