@@ -10,3 +10,4 @@ mod gguf;
 mod llama;
 mod qwen;
 mod whisper_ct2;
+mod whisper_mel;
