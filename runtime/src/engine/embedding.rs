@@ -8,12 +8,12 @@
 //! into batches, so short inputs are not padded to the length of long ones.
 
 use std::path::Path;
-use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
 use std::time::Instant;
 
 use hearth_models::{EmbeddingModel, TextTokenizer};
 use tokio::sync::oneshot;
 
+use super::worker::{Jobs, WorkQueue};
 use crate::config::DeviceChoice;
 use crate::error::{HearthError, Result};
 
@@ -51,7 +51,7 @@ struct Job {
 /// The handle the HTTP layer holds: tokenizes, validates, and queues work.
 #[derive(Debug)]
 pub struct EmbeddingEngine {
-    queue: SyncSender<Job>,
+    queue: WorkQueue<Job>,
     tokenizer: TextTokenizer,
     dimensions: usize,
     max_input_tokens: usize,
@@ -69,33 +69,22 @@ impl EmbeddingEngine {
     ) -> Result<Self> {
         let (device, device_name) = super::select_device(device)?;
         let tokenizer = TextTokenizer::load(&dir.join("tokenizer.json")).map_err(model_error)?;
-        let (queue, jobs) = sync_channel::<Job>(options.max_queued_requests);
-        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let dir = dir.to_path_buf();
-        let thread_name = format!("embed-{name}");
-        std::thread::Builder::new()
-            .name(thread_name)
-            .spawn(move || match EmbeddingModel::load(&dir, &device) {
-                Ok(model) => {
-                    let facts = (
-                        model.dimensions(),
-                        model.max_input_tokens(),
-                        model.config().vocab_size,
-                    );
-                    let _ = ready_tx.send(Ok(facts));
-                    run_worker(&model, &jobs, options);
-                }
-                Err(e) => {
-                    let _ = ready_tx.send(Err(e));
-                }
-            })
-            .map_err(|e| HearthError::io("cannot start the embedding worker thread", e))?;
-        let (dimensions, max_input_tokens, vocab_size) = ready_rx
-            .recv()
-            .map_err(|_| {
-                HearthError::Internal("the embedding worker died while loading".to_owned())
-            })?
-            .map_err(model_error)?;
+        let (queue, (dimensions, max_input_tokens, vocab_size)) = WorkQueue::start(
+            "embedding",
+            format!("embed-{name}"),
+            options.max_queued_requests,
+            move || {
+                let model = EmbeddingModel::load(&dir, &device).map_err(model_error)?;
+                let facts = (
+                    model.dimensions(),
+                    model.max_input_tokens(),
+                    model.config().vocab_size,
+                );
+                Ok((model, facts))
+            },
+            move |model, jobs| run_worker(&model, &jobs, options),
+        )?;
         Ok(Self {
             queue,
             tokenizer,
@@ -136,20 +125,7 @@ impl EmbeddingEngine {
             reply,
             span: tracing::Span::current(),
         };
-        match self.queue.try_send(job) {
-            Ok(()) => {}
-            Err(TrySendError::Full(_)) => {
-                metrics::counter!("hearth_embedding_rejected_total").increment(1);
-                return Err(HearthError::Unavailable(
-                    "the embedding queue is full; retry shortly".to_owned(),
-                ));
-            }
-            Err(TrySendError::Disconnected(_)) => {
-                return Err(HearthError::Internal(
-                    "the embedding worker has stopped".to_owned(),
-                ));
-            }
-        }
+        self.queue.submit(job)?;
         answer
             .await
             .map_err(|_| {
@@ -169,25 +145,20 @@ struct Slot {
     index: usize,
 }
 
-fn run_worker(model: &EmbeddingModel, jobs: &Receiver<Job>, options: EmbeddingOptions) {
-    while let Ok(first) = jobs.recv() {
+fn run_worker(model: &EmbeddingModel, jobs: &Jobs<Job>, options: EmbeddingOptions) {
+    while let Some(first) = jobs.wait() {
         let mut pending = vec![first];
         let mut queued: usize = pending[0].sequences.len();
         while queued < options.max_batch_size {
-            match jobs.try_recv() {
-                Ok(job) => {
-                    queued += job.sequences.len();
-                    pending.push(job);
-                }
-                Err(_) => break,
-            }
+            let Some(job) = jobs.ready() else { break };
+            queued += job.sequences.len();
+            pending.push(job);
         }
         pending.retain(|job| !job.reply.is_closed());
         if !pending.is_empty() {
             serve_jobs(model, pending, options);
         }
     }
-    tracing::info!("embedding worker stopped");
 }
 
 fn serve_jobs(model: &EmbeddingModel, jobs: Vec<Job>, options: EmbeddingOptions) {

@@ -8,12 +8,11 @@
 //! a short one back. Each round is one batched forward pass over all active
 //! sequences, each at its own cache position.
 
-use std::sync::mpsc::{Receiver, SyncSender, TryRecvError, TrySendError, sync_channel};
-
 use hearth_models::sampling::{Sampled, Sampler, SamplingParams};
 use tokio::sync::mpsc::UnboundedSender;
 
-use crate::error::{HearthError, Result};
+use super::worker::{Jobs, WorkQueue};
+use crate::error::Result;
 
 /// What the worker needs from a decoder model.
 pub trait Decoder: 'static {
@@ -91,7 +90,7 @@ impl Default for GenerationOptions {
 /// The handle callers hold.
 #[derive(Debug, Clone)]
 pub struct GenerationQueue {
-    queue: SyncSender<GenerationRequest>,
+    queue: WorkQueue<GenerationRequest>,
 }
 
 impl GenerationQueue {
@@ -103,37 +102,19 @@ impl GenerationQueue {
         options: GenerationOptions,
         load: impl FnOnce() -> Result<(D, R)> + Send + 'static,
     ) -> Result<(Self, R)> {
-        let (queue, requests) = sync_channel(options.max_queued);
-        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-        std::thread::Builder::new()
-            .name(format!("generate-{name}"))
-            .spawn(move || match load() {
-                Ok((decoder, facts)) => {
-                    let _ = ready_tx.send(Ok(facts));
-                    run_worker(&decoder, &requests, options);
-                }
-                Err(e) => {
-                    let _ = ready_tx.send(Err(e));
-                }
-            })
-            .map_err(|e| HearthError::io("cannot start the generation worker thread", e))?;
-        let facts = ready_rx.recv().map_err(|_| {
-            HearthError::Internal("the generation worker died while loading".to_owned())
-        })??;
+        let (queue, facts) = WorkQueue::start(
+            "generation",
+            format!("generate-{name}"),
+            options.max_queued,
+            load,
+            move |decoder: D, requests| run_worker(&decoder, &requests, options),
+        )?;
         Ok((Self { queue }, facts))
     }
 
     /// Queues a sequence; its events arrive on the request's channel.
     pub fn submit(&self, request: GenerationRequest) -> Result<()> {
-        self.queue.try_send(request).map_err(|e| match e {
-            TrySendError::Full(_) => {
-                metrics::counter!("hearth_generation_rejected_total").increment(1);
-                HearthError::Unavailable("the model's queue is full; retry shortly".to_owned())
-            }
-            TrySendError::Disconnected(_) => {
-                HearthError::Internal("the generation worker has stopped".to_owned())
-            }
-        })
+        self.queue.submit(request)
     }
 }
 
@@ -147,33 +128,26 @@ struct Active<C> {
 
 fn run_worker<D: Decoder>(
     decoder: &D,
-    requests: &Receiver<GenerationRequest>,
+    requests: &Jobs<GenerationRequest>,
     options: GenerationOptions,
 ) {
     let mut active: Vec<Active<D::Cache>> = Vec::new();
     loop {
         if active.is_empty() {
-            match requests.recv() {
-                Ok(request) => active.push(admit(decoder, request)),
-                Err(_) => break,
+            match requests.wait() {
+                Some(request) => active.push(admit(decoder, request)),
+                None => break,
             }
         }
         while active.len() < options.max_active {
-            match requests.try_recv() {
-                Ok(request) => active.push(admit(decoder, request)),
-                Err(TryRecvError::Empty) => break,
-                Err(TryRecvError::Disconnected) => {
-                    if active.is_empty() {
-                        return;
-                    }
-                    break;
-                }
-            }
+            let Some(request) = requests.ready() else {
+                break;
+            };
+            active.push(admit(decoder, request));
         }
         metrics::gauge!("hearth_generation_active_sequences").set(active.len() as f64);
         round(decoder, &mut active);
     }
-    tracing::info!("generation worker stopped");
 }
 
 fn admit<D: Decoder>(decoder: &D, request: GenerationRequest) -> Active<D::Cache> {

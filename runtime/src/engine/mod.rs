@@ -1,5 +1,6 @@
 //! The engine: loads local deployments onto a device and runs them on worker
-//! threads that own their weights. One module per model family's worker.
+//! threads that own their weights ([`worker`]: one thread, bounded queue and 503 mechanism
+//! for every modality). One module per model family's serving loop.
 
 mod device;
 mod embedding;
@@ -7,6 +8,7 @@ pub mod generation;
 mod llama;
 mod text;
 mod text_stream;
+mod worker;
 
 pub use device::{DeviceReport, list_devices, select_device};
 pub use embedding::{EmbeddingEngine, EmbeddingOptions};
