@@ -90,4 +90,8 @@ pub enum ModelError {
     /// The backend failed while running or reading back a tensor.
     #[error("backend error: {0}")]
     Backend(String),
+
+    /// The caller asked to stop (its client went away) before the work was done.
+    #[error("cancelled")]
+    Cancelled,
 }

@@ -73,6 +73,11 @@ impl SafetensorsFolder {
         self.files.iter().map(|(_, bytes)| bytes.len()).sum()
     }
 
+    /// Whether the checkpoint has a tensor called `name`.
+    pub fn contains(&self, name: &str) -> bool {
+        self.index.contains_key(name)
+    }
+
     /// The values of tensor `name` as f32, checked against `shape`.
     pub fn tensor(&self, name: &str, shape: &[usize]) -> Result<Vec<f32>, ModelError> {
         let Some(&file) = self.index.get(name) else {

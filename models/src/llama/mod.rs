@@ -25,7 +25,7 @@ mod config;
 mod gguf_weights;
 mod hf_weights;
 mod model;
-mod weights;
+pub(crate) mod weights;
 
 pub use cache::KvCache;
 pub use config::{LlamaConfig, RopeScaling};

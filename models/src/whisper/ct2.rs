@@ -130,6 +130,11 @@ impl Ct2File {
         })
     }
 
+    /// The file it was read from.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
     /// The model spec's name (`WhisperSpec`).
     pub fn spec(&self) -> &str {
         &self.spec

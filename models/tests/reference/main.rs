@@ -9,5 +9,6 @@ mod bert;
 mod gguf;
 mod llama;
 mod qwen;
+mod whisper;
 mod whisper_ct2;
 mod whisper_mel;
