@@ -128,6 +128,8 @@ pub struct DeploymentConfig {
     pub max_batch_size: Option<usize>,
     /// Requests that may wait for the engine before new ones get 503.
     pub max_queued_requests: Option<usize>,
+    /// Transcription: the longest audio accepted, in seconds (default 3600).
+    pub max_audio_seconds: Option<f64>,
     pub targets: Vec<TargetConfig>,
 }
 
@@ -357,6 +359,13 @@ impl Config {
             if dep.max_batch_size == Some(0) || dep.max_queued_requests == Some(0) {
                 return Err(format!(
                     "{at}: max_batch_size and max_queued_requests must be at least 1"
+                ));
+            }
+            if let Some(seconds) = dep.max_audio_seconds
+                && !(seconds.is_finite() && seconds > 0.0)
+            {
+                return Err(format!(
+                    "{at}.max_audio_seconds: must be a positive number of seconds"
                 ));
             }
             if dep.generic_proxy && dep.targets.iter().any(|t| t.upstream.is_none()) {

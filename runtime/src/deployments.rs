@@ -9,7 +9,10 @@ use utoipa::ToSchema;
 
 use crate::config::{DeploymentConfig, DeviceChoice, ModelKind};
 use crate::engine::generation::GenerationOptions;
-use crate::engine::{Backend, EmbeddingEngine, EmbeddingOptions, start_llama};
+use crate::engine::{
+    Backend, EmbeddingEngine, EmbeddingOptions, TranscriptionEngine, TranscriptionOptions,
+    start_llama,
+};
 
 /// Whether a deployment can serve requests.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
@@ -183,6 +186,26 @@ fn load_backend(config: &DeploymentConfig) -> (DeploymentState, Option<Backend>)
             };
             start_llama(&config.name, source, device, options)
                 .map(|engine| Backend::Text(Arc::new(engine)))
+        }
+        ModelKind::Transcription => {
+            let defaults = TranscriptionOptions::default();
+            let options = TranscriptionOptions {
+                max_active: config.max_batch_size.unwrap_or(defaults.max_active),
+                max_queued: config.max_queued_requests.unwrap_or(defaults.max_queued),
+                max_audio_seconds: config
+                    .max_audio_seconds
+                    .unwrap_or(defaults.max_audio_seconds),
+            };
+            TranscriptionEngine::start(&config.name, source, device, options).map(|engine| {
+                tracing::info!(
+                    deployment = %config.name,
+                    device = engine.device_name(),
+                    multilingual = engine.is_multilingual(),
+                    seconds = started.elapsed().as_secs_f32(),
+                    "transcription model ready"
+                );
+                Backend::Transcription(Arc::new(engine))
+            })
         }
         ModelKind::Chat | ModelKind::Completion => Err(crate::error::HearthError::Config(format!(
             "{}: a chat model is a `.gguf` file or a Hugging Face checkpoint folder",

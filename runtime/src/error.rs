@@ -37,6 +37,9 @@ pub enum HearthError {
     /// The body is larger than the configured limit (413).
     #[error("request body is larger than the limit of {limit} bytes")]
     PayloadTooLarge { limit: usize },
+    /// One uploaded file is over its limit (413, naming the form field).
+    #[error("the uploaded {param} is larger than the limit of {limit} bytes")]
+    FileTooLarge { param: &'static str, limit: usize },
     /// The body is well-formed but cannot be processed (422).
     #[error("{0}")]
     Unprocessable(String),
@@ -146,7 +149,7 @@ impl HearthError {
                 "invalid_request_error",
                 Some("method_not_allowed"),
             ),
-            PayloadTooLarge { .. } => (
+            PayloadTooLarge { .. } | FileTooLarge { .. } => (
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "invalid_request_error",
                 Some("payload_too_large"),
@@ -218,6 +221,7 @@ impl HearthError {
         match self {
             HearthError::InvalidRequest { param, .. } => param.clone(),
             HearthError::ModelNotFound(_) => Some("model".to_owned()),
+            HearthError::FileTooLarge { param, .. } => Some((*param).to_owned()),
             _ => None,
         }
     }

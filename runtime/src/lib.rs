@@ -4,6 +4,7 @@
 //! Direction of dependencies: `api` → `auth`/`management`/`deployments` → `store`.
 
 pub mod api;
+pub mod audio;
 pub mod auth;
 pub mod config;
 pub mod deployments;

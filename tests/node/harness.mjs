@@ -7,7 +7,7 @@ import { join, resolve, dirname } from "node:path";
 import { fileURLToPath } from "node:url";
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), "../..");
-const MODELS = process.env.HEARTH_MODELS_DIR ?? join(ROOT, ".models");
+export const MODELS = process.env.HEARTH_MODELS_DIR ?? join(ROOT, ".models");
 
 export const CONFIG = readFileSync(join(ROOT, "tests/config.toml"), "utf8").replaceAll("@MODELS@", MODELS);
 

@@ -1,9 +1,9 @@
 //! Model resolution shared by every model endpoint: the deployment a request
 //! names (`X-GPUStack-Model` header first, else the JSON or multipart `model`),
 //! whether the caller may use it, and whether it serves this kind of request.
-//! Endpoints whose engine is not in this build (images, audio, upstream
-//! proxying) answer an honest 501 after resolution; chat, completions and
-//! embeddings have their own modules.
+//! Endpoints whose engine is not in this build (images, speech) answer an honest
+//! 501 after resolution; chat, completions, embeddings and transcription have their
+//! own modules.
 
 use axum::Extension;
 use axum::extract::{FromRequest, Multipart, Request, State};
@@ -21,7 +21,7 @@ use crate::error::{ErrorEnvelope, HearthError, Result};
 /// The header that names the model ahead of the body (GPUStack's convention).
 pub const MODEL_HEADER: &str = "x-gpustack-model";
 
-fn header_model(headers: &HeaderMap) -> Result<Option<String>> {
+pub(super) fn header_model(headers: &HeaderMap) -> Result<Option<String>> {
     match headers.get(MODEL_HEADER) {
         None => Ok(None),
         Some(value) => value
@@ -92,7 +92,7 @@ async fn multipart_model(request: Request, state: &AppState) -> Result<String> {
 }
 
 /// Finds the deployment, checks the allow-list and the kind.
-fn admit<'a>(
+pub(super) fn admit<'a>(
     state: &'a AppState,
     identity: &Identity,
     model: &str,
@@ -225,6 +225,3 @@ endpoint!(
 endpoint!(
     /// Text to speech.
     speech, "/v1/audio/speech", &[ModelKind::Speech], json_endpoint);
-endpoint!(
-    /// Speech to text (multipart).
-    transcriptions, "/v1/audio/transcriptions", &[ModelKind::Transcription], multipart_endpoint);

@@ -13,6 +13,8 @@ mod models;
 pub mod openapi;
 mod sampling_params;
 mod sse;
+mod transcript_formats;
+mod transcriptions;
 mod usage;
 
 use std::sync::Arc;
@@ -53,6 +55,11 @@ pub struct AppState {
 
 /// The whole router. Tests drive it with `oneshot`, the server with a socket.
 pub fn app(state: AppState) -> Router {
+    // The file plus the form's other fields and boundaries.
+    let audio_limit = state
+        .config
+        .max_body_bytes
+        .max(transcriptions::MAX_FILE_BYTES + 1024 * 1024);
     let inference = Router::new()
         .route("/v1/models", get(models::list))
         .route("/v1/models/{id}", get(models::retrieve))
@@ -62,7 +69,15 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/images/generations", post(inference::image_generations))
         .route("/v1/images/edits", post(inference::image_edits))
         .route("/v1/audio/speech", post(inference::speech))
-        .route("/v1/audio/transcriptions", post(inference::transcriptions))
+        // Audio uploads may be up to 25 MB whatever the JSON body limit is.
+        .route(
+            "/v1/audio/transcriptions",
+            post(transcriptions::transcriptions).layer(DefaultBodyLimit::max(audio_limit)),
+        )
+        .route(
+            "/v1/audio/translations",
+            post(transcriptions::translations).layer(DefaultBodyLimit::max(audio_limit)),
+        )
         // Layers run outermost-last-added: auth, then the preprocess chain, then requests
         // for upstream deployments leave for their upstream.
         .route_layer(axum::middleware::from_fn_with_state(

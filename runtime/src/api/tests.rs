@@ -26,6 +26,11 @@ name = "embedder"
 kind = "embedding"
   [[deployments.targets]]
   source = "/nonexistent/minilm"
+[[deployments]]
+name = "listener"
+kind = "transcription"
+  [[deployments.targets]]
+  source = "/nonexistent/whisper"
 "#;
 
 struct Harness {
@@ -111,8 +116,8 @@ async fn open_mode_lists_models_with_aliases() {
         .iter()
         .map(|m| m["id"].as_str().unwrap())
         .collect();
-    assert_eq!(ids, ["chatty", "embedder", "default"]);
-    assert_eq!(body["data"][2]["alias_of"], "chatty");
+    assert_eq!(ids, ["chatty", "embedder", "listener", "default"]);
+    assert_eq!(body["data"][3]["alias_of"], "chatty");
     assert_eq!(body["data"][0]["object"], "model");
 }
 
@@ -334,6 +339,88 @@ async fn multipart_model_field_is_read() {
     );
 }
 
+fn audio_upload(path: &str, model: &str, file: &[u8], extra: &[(&str, &str)]) -> Request<Body> {
+    let boundary = "AuDiO";
+    let mut body = Vec::new();
+    for (name, value) in std::iter::once(&("model", model)).chain(extra) {
+        body.extend_from_slice(
+            format!(
+                "--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n{value}\r\n"
+            )
+            .as_bytes(),
+        );
+    }
+    body.extend_from_slice(
+        format!("--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.wav\"\r\n\r\n")
+            .as_bytes(),
+    );
+    body.extend_from_slice(file);
+    body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+    Request::post(path)
+        .header(
+            "content-type",
+            format!("multipart/form-data; boundary={boundary}"),
+        )
+        .body(Body::from(body))
+        .unwrap()
+}
+
+#[tokio::test]
+async fn audio_uploads_pass_the_json_body_limit_and_reach_the_model() {
+    let h = harness(false);
+    // 64 KiB is over this config's 4 KiB body limit but far under the 25 MB file limit: the
+    // request reaches the deployment, whose model failed to load.
+    let big = vec![0u8; 64 * 1024];
+    let (status, _, body) = h
+        .send(audio_upload(
+            "/v1/audio/transcriptions",
+            "listener",
+            &big,
+            &[],
+        ))
+        .await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("failed to load"),
+        "{body}"
+    );
+    let (status, _, body) = h
+        .send(audio_upload(
+            "/v1/audio/translations",
+            "embedder",
+            b"RIFF",
+            &[],
+        ))
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert_eq!(body["error"]["code"], "model_not_supported");
+    let unknown = [("speaker", "me")];
+    let (status, _, body) = h
+        .send(audio_upload(
+            "/v1/audio/transcriptions",
+            "listener",
+            b"RIFF",
+            &unknown,
+        ))
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert_eq!(body["error"]["param"], "speaker");
+    let language = [("language", "en")];
+    let (status, _, body) = h
+        .send(audio_upload(
+            "/v1/audio/translations",
+            "listener",
+            b"RIFF",
+            &language,
+        ))
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert_eq!(body["error"]["param"], "language");
+}
+
 #[tokio::test]
 async fn transport_errors_use_the_envelope() {
     let h = harness(false);
@@ -469,6 +556,7 @@ async fn metrics_and_openapi_describe_the_server() {
         "/v1/images/edits",
         "/v1/audio/speech",
         "/v1/audio/transcriptions",
+        "/v1/audio/translations",
         "/v1/keys",
         "/v1/keys/{id}",
         "/v1/usage",

@@ -27,32 +27,53 @@ impl UsageSink {
             &self.state,
             &self.identity,
             &self.deployment,
-            prompt_tokens,
-            completion_tokens,
+            UsageCounters {
+                requests: 0,
+                prompt_tokens,
+                completion_tokens,
+                audio_ms: 0,
+            },
+        );
+    }
+
+    /// A transcription: `seconds` of audio and the tokens of its text.
+    pub fn record_audio(&self, seconds: f64, completion_tokens: u64) {
+        #[allow(
+            clippy::cast_possible_truncation,
+            clippy::cast_sign_loss,
+            reason = "positive, far below 2^64 ms"
+        )]
+        let audio_ms = (seconds * 1000.0).round() as u64;
+        metrics::counter!("hearth_usage_audio_milliseconds_total", "deployment" => self.deployment.clone())
+            .increment(audio_ms);
+        record_usage(
+            &self.state,
+            &self.identity,
+            &self.deployment,
+            UsageCounters {
+                requests: 0,
+                prompt_tokens: 0,
+                completion_tokens,
+                audio_ms,
+            },
         );
     }
 }
 
 /// Adds one request and its tokens. The key's request was already counted by the
 /// auth layer, so only its tokens are added here.
-fn record_usage(
-    state: &AppState,
-    identity: &Identity,
-    deployment: &str,
-    prompt_tokens: u64,
-    completion_tokens: u64,
-) {
+fn record_usage(state: &AppState, identity: &Identity, deployment: &str, tokens: UsageCounters) {
+    let UsageCounters {
+        prompt_tokens,
+        completion_tokens,
+        ..
+    } = tokens;
     let label = deployment.to_owned();
     metrics::counter!("hearth_usage_requests_total", "deployment" => label.clone()).increment(1);
     metrics::counter!("hearth_usage_prompt_tokens_total", "deployment" => label.clone())
         .increment(prompt_tokens);
     metrics::counter!("hearth_usage_completion_tokens_total", "deployment" => label)
         .increment(completion_tokens);
-    let tokens = UsageCounters {
-        requests: 0,
-        prompt_tokens,
-        completion_tokens,
-    };
     let mut result = state.store.add_usage(
         &UsageSubject::Deployment(deployment.to_owned()),
         UsageCounters {

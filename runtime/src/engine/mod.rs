@@ -8,12 +8,14 @@ pub mod generation;
 mod llama;
 mod text;
 mod text_stream;
+mod transcription;
 mod worker;
 
 pub use device::{DeviceReport, list_devices, select_device};
 pub use embedding::{EmbeddingEngine, EmbeddingOptions};
 pub use llama::start_llama;
 pub use text::{ChoiceEvent, ChoiceStream, TextCodec, TextEngine};
+pub use transcription::{TranscriptionEngine, TranscriptionEvent, TranscriptionOptions};
 
 use std::sync::Arc;
 
@@ -24,6 +26,8 @@ pub enum Backend {
     Embedding(Arc<EmbeddingEngine>),
     /// A local chat/completion model.
     Text(Arc<TextEngine>),
+    /// A local speech-recognition model.
+    Transcription(Arc<TranscriptionEngine>),
     /// Upstream servers the requests are forwarded to.
     Upstream(Arc<crate::proxy::UpstreamPool>),
 }

@@ -163,6 +163,7 @@ fn endpoint(path: &str) -> &'static str {
         "/v1/images/edits" => "images.edits",
         "/v1/audio/speech" => "audio.speech",
         "/v1/audio/transcriptions" => "audio.transcriptions",
+        "/v1/audio/translations" => "audio.translations",
         p if p.starts_with("/v1/models") => "models",
         p if p.starts_with("/model/proxy") => "proxy",
         _ => "other",

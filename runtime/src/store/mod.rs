@@ -75,6 +75,9 @@ pub struct UsageCounters {
     pub requests: u64,
     pub prompt_tokens: u64,
     pub completion_tokens: u64,
+    /// Milliseconds of audio transcribed.
+    #[serde(default)]
+    pub audio_ms: u64,
 }
 
 /// Whose usage a counter row holds.

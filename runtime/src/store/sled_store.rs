@@ -72,11 +72,13 @@ fn decode_counters(bytes: &[u8]) -> UsageCounters {
         requests: word(0),
         prompt_tokens: word(1),
         completion_tokens: word(2),
+        // Rows written before audio was counted have three words.
+        audio_ms: word(3),
     }
 }
 
 fn encode_counters(c: UsageCounters) -> Vec<u8> {
-    [c.requests, c.prompt_tokens, c.completion_tokens]
+    [c.requests, c.prompt_tokens, c.completion_tokens, c.audio_ms]
         .iter()
         .flat_map(|w| w.to_le_bytes())
         .collect()
@@ -166,6 +168,7 @@ impl Store for SledStore {
                     requests: c.requests + delta.requests,
                     prompt_tokens: c.prompt_tokens + delta.prompt_tokens,
                     completion_tokens: c.completion_tokens + delta.completion_tokens,
+                    audio_ms: c.audio_ms + delta.audio_ms,
                 }))
             })?;
         Ok(())
@@ -238,6 +241,7 @@ mod tests {
                 requests: 1,
                 prompt_tokens: 3,
                 completion_tokens: 5,
+                audio_ms: 1500,
             };
             store.add_usage(&subject, one).unwrap();
             store.add_usage(&subject, one).unwrap();
@@ -252,7 +256,8 @@ mod tests {
                 UsageCounters {
                     requests: 2,
                     prompt_tokens: 6,
-                    completion_tokens: 10
+                    completion_tokens: 10,
+                    audio_ms: 3000,
                 }
             )]
         );
