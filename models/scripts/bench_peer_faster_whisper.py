@@ -2,8 +2,9 @@
 """Peer benchmark: faster-whisper (CTranslate2) on the same tiny.en folder Hearth serves,
 to compare with models/examples/bench_whisper.rs.
 
-The clip is made with espeak-ng and ffmpeg (`--make-clip PATH`: six sentences, twice, with
-3 s of silence between them, about 70 s, 16 kHz mono WAV). faster-whisper runs with the
+The clip is made with espeak-ng and ffmpeg (`--make-clip PATH`: the sixteen sentences of
+tests/python/test_transcription.py with 1.5 s of silence between them, 68 s, 16 kHz mono
+WAV). faster-whisper runs with the
 settings Hearth's defaults match: greedy (beam 1), temperature fallback, timestamps, no
 VAD, condition on previous text, `cpu_threads` 2, at compute_type float32 and int8. It
 prints the real-time factor and the time of the first segment (the generator yields
@@ -29,6 +30,16 @@ SENTENCES = [
     "My favorite color is blue.",
     "The train to London leaves at seven o'clock.",
     "Open the window, it is very hot in here.",
+    "The library closes at nine in the evening.",
+    "I bought three apples and a loaf of bread.",
+    "Turn left at the next traffic light.",
+    "The meeting has been moved to Thursday.",
+    "Dinner will be ready in ten minutes.",
+    "Our flight to Paris was delayed by an hour.",
+    "The museum has a new exhibition about dinosaurs.",
+    "He forgot his umbrella at the restaurant.",
+    "The price of the ticket is twenty dollars.",
+    "Please close the door when you leave.",
 ]
 
 
@@ -42,9 +53,9 @@ def make_clip(out: Path) -> None:
             parts.append(wav)
         silence = tmp / "silence.wav"
         subprocess.run(["ffmpeg", "-loglevel", "error", "-y", "-f", "lavfi", "-i", "anullsrc=r=22050:cl=mono",
-                        "-t", "3", "-c:a", "pcm_s16le", str(silence)], check=True)
+                        "-t", "1.5", "-c:a", "pcm_s16le", str(silence)], check=True)
         listing = tmp / "list.txt"
-        listing.write_text("".join(f"file '{p}'\nfile '{silence}'\n" for p in parts + parts[::-1]))
+        listing.write_text("".join(f"file '{p}'\nfile '{silence}'\n" for p in parts))
         subprocess.run(["ffmpeg", "-loglevel", "error", "-y", "-f", "concat", "-safe", "0", "-i", str(listing),
                         "-ar", "16000", "-ac", "1", "-c:a", "pcm_s16le", str(out)], check=True)
 
