@@ -28,6 +28,7 @@
 
 pub mod bert;
 mod byte_cursor;
+mod causal_mask;
 pub mod chat_template;
 mod chat_tokenizer;
 mod embedding;

@@ -17,6 +17,7 @@ use super::config::{LlamaConfig, RopeScaling, read_hf_config};
 use super::weights::LlamaWeights;
 use super::{gguf_weights, hf_weights};
 use crate::ModelError;
+use crate::causal_mask::causal_mask;
 use crate::gguf::GgufFile;
 use crate::safetensors_folder::SafetensorsFolder;
 
@@ -289,20 +290,7 @@ impl LlamaModel {
         let scale = 1.0 / (d as f64).sqrt();
         let mut scores = q.matmul(k.swap_dims(1, 2)).mul_scalar(scale);
         if new > 1 {
-            // Query row `i` sits at position `cached + i` and sees keys up to it.
-            let mask: Vec<f32> = (0..new)
-                .flat_map(|i| {
-                    (0..len).map(move |j| {
-                        if j > cached + i {
-                            f32::NEG_INFINITY
-                        } else {
-                            0.0
-                        }
-                    })
-                })
-                .collect();
-            scores =
-                scores + Tensor::<3>::from_data(TensorData::new(mask, [1, new, len]), &self.device);
+            scores = scores + causal_mask(new, len, cached, &self.device);
         }
         softmax(scores, 2)
             .matmul(v)

@@ -21,6 +21,7 @@ use super::hf_weights::HfNames;
 use super::weights::{self, DecoderBlock, WhisperWeights};
 use crate::ModelError;
 use crate::bert::gelu::gelu_exact;
+use crate::causal_mask::causal_mask;
 use crate::llama::KvCache;
 use crate::safetensors_folder::SafetensorsFolder;
 
@@ -433,20 +434,7 @@ impl WhisperModel {
             .matmul(k.swap_dims(1, 2))
             .mul_scalar(scale(d / heads));
         if n > 1 {
-            // Row i sits at position cached + i and sees keys up to it.
-            let mask: Vec<f32> = (0..n)
-                .flat_map(|i| {
-                    (0..len).map(move |j| {
-                        if j > cached + i {
-                            f32::NEG_INFINITY
-                        } else {
-                            0.0
-                        }
-                    })
-                })
-                .collect();
-            scores =
-                scores + Tensor::<3>::from_data(TensorData::new(mask, [1, n, len]), &self.device);
+            scores = scores + causal_mask(n, len, cached, &self.device);
         }
         let context = softmax(scores, 2).matmul(v).swap_dims(0, 1).reshape([n, d]);
         Ok(block.self_out.forward(context))
