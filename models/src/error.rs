@@ -83,6 +83,10 @@ pub enum ModelError {
     #[error("invalid input: {0}")]
     InvalidInput(String),
 
+    /// Text could not be turned into phonemes (espeak-ng missing, unknown voice, …).
+    #[error("phonemizer: {0}")]
+    Phonemizer(String),
+
     /// A chat template does not compile or fails to render.
     #[error("chat template: {0}")]
     Template(String),

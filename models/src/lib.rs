@@ -5,7 +5,9 @@
 //! decoders from GGUF files (on the native reader in [`gguf`]) or safetensors checkpoints
 //! ([`llama::LlamaModel`], with [`ChatTokenizer`] for Hugging Face tokenizers), checked against a
 //! numpy SmolLM2 (`models/scripts/generate_llama_reference.py`) and tiny random-weight Qwen2/Qwen3
-//! checkpoints (`models/scripts/generate_qwen_reference.py`).
+//! checkpoints (`models/scripts/generate_qwen_reference.py`); Whisper ([`whisper`]); Piper's VITS
+//! voices from their ONNX files ([`vits`], on the native reader in [`onnx`]), checked against
+//! onnxruntime (`models/scripts/generate_vits_reference.py`).
 //!
 //! Models are synchronous and pure: no async runtime, no threads of their own. The server's
 //! engine thread owns them. On the CPU the heavy lifting runs in burn's Flex backend, which
@@ -37,9 +39,11 @@ mod float_bytes;
 pub mod gguf;
 mod json;
 pub mod llama;
+pub mod onnx;
 mod safetensors_folder;
 pub mod sampling;
 mod tokenizer;
+pub mod vits;
 pub mod whisper;
 
 pub use burn::tensor::{Device, DeviceKind};

@@ -9,6 +9,7 @@ mod bert;
 mod gguf;
 mod llama;
 mod qwen;
+mod vits;
 mod whisper;
 mod whisper_ct2;
 mod whisper_mel;
