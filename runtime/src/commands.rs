@@ -221,8 +221,14 @@ async fn usage(data_dir: &Path) -> Result<()> {
         })
         .await?;
     println!(
-        "{:<12} {:<28} {:>10} {:>14} {:>18} {:>14}",
-        "TYPE", "SUBJECT", "REQUESTS", "PROMPT_TOKENS", "COMPLETION_TOKENS", "AUDIO_SECONDS"
+        "{:<12} {:<28} {:>10} {:>14} {:>18} {:>14} {:>11}",
+        "TYPE",
+        "SUBJECT",
+        "REQUESTS",
+        "PROMPT_TOKENS",
+        "COMPLETION_TOKENS",
+        "AUDIO_SECONDS",
+        "CHARACTERS"
     );
     for row in rows.data {
         let (kind, subject) = match row.subject {
@@ -231,11 +237,12 @@ async fn usage(data_dir: &Path) -> Result<()> {
         };
         let c = row.counters;
         println!(
-            "{kind:<12} {subject:<28} {:>10} {:>14} {:>18} {:>14.1}",
+            "{kind:<12} {subject:<28} {:>10} {:>14} {:>18} {:>14.1} {:>11}",
             c.requests,
             c.prompt_tokens,
             c.completion_tokens,
-            c.audio_ms as f64 / 1000.0
+            c.audio_ms as f64 / 1000.0,
+            c.characters
         );
     }
     Ok(())

@@ -130,6 +130,10 @@ pub struct DeploymentConfig {
     pub max_queued_requests: Option<usize>,
     /// Transcription: the longest audio accepted, in seconds (default 3600).
     pub max_audio_seconds: Option<f64>,
+    /// Speech: request voice names (OpenAI's `alloy`, … or your own) → the voice's speaker
+    /// (name or id). Unmapped OpenAI names speak with the first speaker.
+    #[serde(default)]
+    pub voices: std::collections::BTreeMap<String, String>,
     pub targets: Vec<TargetConfig>,
 }
 

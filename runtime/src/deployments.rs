@@ -10,8 +10,8 @@ use utoipa::ToSchema;
 use crate::config::{DeploymentConfig, DeviceChoice, ModelKind};
 use crate::engine::generation::GenerationOptions;
 use crate::engine::{
-    Backend, EmbeddingEngine, EmbeddingOptions, TranscriptionEngine, TranscriptionOptions,
-    start_llama,
+    Backend, EmbeddingEngine, EmbeddingOptions, SpeechEngine, SpeechOptions, TranscriptionEngine,
+    TranscriptionOptions, start_llama,
 };
 
 /// Whether a deployment can serve requests.
@@ -205,6 +205,33 @@ fn load_backend(config: &DeploymentConfig) -> (DeploymentState, Option<Backend>)
                     "transcription model ready"
                 );
                 Backend::Transcription(Arc::new(engine))
+            })
+        }
+        ModelKind::Speech => {
+            let defaults = SpeechOptions::default();
+            let options = SpeechOptions {
+                max_active: config.max_batch_size.unwrap_or(defaults.max_active),
+                max_queued: config.max_queued_requests.unwrap_or(defaults.max_queued),
+            };
+            SpeechEngine::start(&config.name, source, device, options).and_then(|engine| {
+                if let Some((name, target)) =
+                    config.voices.iter().find(|(_, t)| engine.speaker(t).is_none())
+                {
+                    return Err(crate::error::HearthError::Config(format!(
+                        "voices.{name} = `{target}`: the voice has no such speaker (names: {:?}, ids 0 to {})",
+                        engine.speakers().keys().collect::<Vec<_>>(),
+                        engine.speaker_count() - 1
+                    )));
+                }
+                tracing::info!(
+                    deployment = %config.name,
+                    device = engine.device_name(),
+                    sample_rate = engine.sample_rate(),
+                    speakers = engine.speaker_count(),
+                    seconds = started.elapsed().as_secs_f32(),
+                    "speech voice ready"
+                );
+                Ok(Backend::Speech(Arc::new(engine)))
             })
         }
         ModelKind::Chat | ModelKind::Completion => Err(crate::error::HearthError::Config(format!(

@@ -137,15 +137,16 @@ fn an_infinite_loop_is_stopped_at_its_deadline() {
         ));
     }
     overruns.sort();
-    // The budget is CPU time checked every 1 ms epoch tick: the typical stop is within 2 ms of
-    // the budget (tick, thread hand-off); a loaded CI machine may preempt the guest now and
-    // then, which stretches the wall time but not the CPU time it may use.
+    // The budget is CPU time checked every 1 ms epoch tick: the typical stop is a tick or two
+    // past the budget (2.0 ms measured once on a loaded two-core CI machine, so the bound has
+    // room); preemption stretches the wall time now and then, but not the CPU time the guest
+    // may use. Without the deadline the call would run to the wall cap (10 budgets, 200 ms).
     assert!(
-        overruns[1] <= Duration::from_millis(2),
+        overruns[1] <= Duration::from_millis(6),
         "overruns {overruns:?}"
     );
     assert!(
-        overruns[3] <= Duration::from_millis(25),
+        overruns[3] <= Duration::from_millis(60),
         "overruns {overruns:?}"
     );
 }

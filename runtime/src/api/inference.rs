@@ -1,9 +1,9 @@
 //! Model resolution shared by every model endpoint: the deployment a request
 //! names (`X-GPUStack-Model` header first, else the JSON or multipart `model`),
 //! whether the caller may use it, and whether it serves this kind of request.
-//! Endpoints whose engine is not in this build (images, speech) answer an honest
-//! 501 after resolution; chat, completions, embeddings and transcription have their
-//! own modules.
+//! Endpoints whose engine is not in this build (images) answer an honest 501 after
+//! resolution; chat, completions, embeddings, transcription and speech have their own
+//! modules.
 
 use axum::Extension;
 use axum::extract::{FromRequest, Multipart, Request, State};
@@ -222,6 +222,3 @@ endpoint!(
 endpoint!(
     /// Image edit (multipart).
     image_edits, "/v1/images/edits", &[ModelKind::Image], multipart_endpoint);
-endpoint!(
-    /// Text to speech.
-    speech, "/v1/audio/speech", &[ModelKind::Speech], json_endpoint);

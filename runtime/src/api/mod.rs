@@ -12,6 +12,7 @@ mod middleware;
 mod models;
 pub mod openapi;
 mod sampling_params;
+mod speech;
 mod sse;
 mod transcript_formats;
 mod transcriptions;
@@ -68,7 +69,7 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/embeddings", post(embeddings::create))
         .route("/v1/images/generations", post(inference::image_generations))
         .route("/v1/images/edits", post(inference::image_edits))
-        .route("/v1/audio/speech", post(inference::speech))
+        .route("/v1/audio/speech", post(speech::speech))
         // Audio uploads may be up to 25 MB whatever the JSON body limit is.
         .route(
             "/v1/audio/transcriptions",

@@ -4,7 +4,9 @@ use axum::Json;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{chat, completions, embeddings, health, inference, keys, models, transcriptions};
+use super::{
+    chat, completions, embeddings, health, inference, keys, models, speech, transcriptions,
+};
 
 /// The API description.
 #[derive(Debug, OpenApi)]
@@ -14,7 +16,7 @@ use super::{chat, completions, embeddings, health, inference, keys, models, tran
         health::healthz, health::readyz, health::metrics, serve,
         models::list, models::retrieve,
         chat::create, completions::create, embeddings::create,
-        inference::image_generations, inference::image_edits, inference::speech,
+        inference::image_generations, inference::image_edits, speech::speech,
         transcriptions::transcriptions, transcriptions::translations,
         keys::create, keys::list, keys::revoke, keys::usage,
         crate::proxy::http::generic_proxy,

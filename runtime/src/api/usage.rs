@@ -31,7 +31,7 @@ impl UsageSink {
                 requests: 0,
                 prompt_tokens,
                 completion_tokens,
-                audio_ms: 0,
+                ..UsageCounters::default()
             },
         );
     }
@@ -55,6 +55,30 @@ impl UsageSink {
                 prompt_tokens: 0,
                 completion_tokens,
                 audio_ms,
+                ..UsageCounters::default()
+            },
+        );
+    }
+
+    /// A speech request: `characters` of input spoken as `seconds` of audio.
+    pub fn record_speech(&self, characters: u64, seconds: f64) {
+        metrics::counter!("hearth_usage_characters_total", "deployment" => self.deployment.clone())
+            .increment(characters);
+        #[allow(
+            clippy::cast_possible_truncation,
+            clippy::cast_sign_loss,
+            reason = "positive, far below 2^64 ms"
+        )]
+        let audio_ms = (seconds * 1000.0).round() as u64;
+        metrics::counter!("hearth_usage_speech_milliseconds_total", "deployment" => self.deployment.clone())
+            .increment(audio_ms);
+        record_usage(
+            &self.state,
+            &self.identity,
+            &self.deployment,
+            UsageCounters {
+                characters,
+                ..UsageCounters::default()
             },
         );
     }

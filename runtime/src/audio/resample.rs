@@ -1,5 +1,6 @@
-//! Down-mixing to mono and resampling to Whisper's 16 kHz with rubato's FFT resampler
-//! (band-limited, so content above 8 kHz does not alias into speech).
+//! Down-mixing to mono and resampling with rubato's FFT resampler (band-limited, so content
+//! above the new Nyquist rate does not alias into speech): to Whisper's 16 kHz for uploads,
+//! from a voice's rate to 24 kHz for speech output.
 
 use rubato::audioadapter_buffers::direct::InterleavedSlice;
 use rubato::{Fft, FixedSync, Resampler};
@@ -17,18 +18,17 @@ pub fn to_mono_16k(audio: &DecodedAudio) -> Result<Vec<f32>, String> {
         .chunks_exact(channels)
         .map(|frame| frame.iter().sum::<f32>() / channels as f32)
         .collect();
-    if audio.sample_rate == TARGET_RATE || mono.is_empty() {
-        return Ok(mono);
+    resample_mono(&mono, audio.sample_rate, TARGET_RATE)
+}
+
+/// Mono samples at `from` Hz, resampled to `to` Hz.
+pub fn resample_mono(mono: &[f32], from: u32, to: u32) -> Result<Vec<f32>, String> {
+    if from == to || mono.is_empty() {
+        return Ok(mono.to_vec());
     }
-    let mut resampler = Fft::<f32>::new(
-        audio.sample_rate as usize,
-        TARGET_RATE as usize,
-        1024,
-        1,
-        FixedSync::Input,
-    )
-    .map_err(|e| format!("cannot resample from {} Hz: {e}", audio.sample_rate))?;
-    let input = InterleavedSlice::new(&mono, 1, mono.len()).map_err(|e| e.to_string())?;
+    let mut resampler = Fft::<f32>::new(from as usize, to as usize, 1024, 1, FixedSync::Input)
+        .map_err(|e| format!("cannot resample from {from} Hz to {to} Hz: {e}"))?;
+    let input = InterleavedSlice::new(mono, 1, mono.len()).map_err(|e| e.to_string())?;
     let capacity = resampler.process_all_needed_output_len(mono.len());
     let mut out = vec![0.0f32; capacity];
     let mut output = InterleavedSlice::new_mut(&mut out, 1, capacity).map_err(|e| e.to_string())?;

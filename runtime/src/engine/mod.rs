@@ -6,6 +6,7 @@ mod device;
 mod embedding;
 pub mod generation;
 mod llama;
+mod speech;
 mod text;
 mod text_stream;
 mod transcription;
@@ -14,6 +15,7 @@ mod worker;
 pub use device::{DeviceReport, list_devices, select_device};
 pub use embedding::{EmbeddingEngine, EmbeddingOptions};
 pub use llama::start_llama;
+pub use speech::{SpeechEngine, SpeechEvent, SpeechOptions};
 pub use text::{ChoiceEvent, ChoiceStream, TextCodec, TextEngine};
 pub use transcription::{TranscriptionEngine, TranscriptionEvent, TranscriptionOptions};
 
@@ -26,6 +28,8 @@ pub enum Backend {
     Embedding(Arc<EmbeddingEngine>),
     /// A local chat/completion model.
     Text(Arc<TextEngine>),
+    /// A local text-to-speech voice.
+    Speech(Arc<SpeechEngine>),
     /// A local speech-recognition model.
     Transcription(Arc<TranscriptionEngine>),
     /// Upstream servers the requests are forwarded to.

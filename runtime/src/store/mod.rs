@@ -78,6 +78,9 @@ pub struct UsageCounters {
     /// Milliseconds of audio transcribed.
     #[serde(default)]
     pub audio_ms: u64,
+    /// Characters of text spoken.
+    #[serde(default)]
+    pub characters: u64,
 }
 
 /// Whose usage a counter row holds.

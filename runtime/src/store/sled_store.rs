@@ -72,16 +72,23 @@ fn decode_counters(bytes: &[u8]) -> UsageCounters {
         requests: word(0),
         prompt_tokens: word(1),
         completion_tokens: word(2),
-        // Rows written before audio was counted have three words.
+        // Rows written before audio (or characters) were counted have three (or four) words.
         audio_ms: word(3),
+        characters: word(4),
     }
 }
 
 fn encode_counters(c: UsageCounters) -> Vec<u8> {
-    [c.requests, c.prompt_tokens, c.completion_tokens, c.audio_ms]
-        .iter()
-        .flat_map(|w| w.to_le_bytes())
-        .collect()
+    [
+        c.requests,
+        c.prompt_tokens,
+        c.completion_tokens,
+        c.audio_ms,
+        c.characters,
+    ]
+    .iter()
+    .flat_map(|w| w.to_le_bytes())
+    .collect()
 }
 
 impl Store for SledStore {
@@ -169,6 +176,7 @@ impl Store for SledStore {
                     prompt_tokens: c.prompt_tokens + delta.prompt_tokens,
                     completion_tokens: c.completion_tokens + delta.completion_tokens,
                     audio_ms: c.audio_ms + delta.audio_ms,
+                    characters: c.characters + delta.characters,
                 }))
             })?;
         Ok(())
@@ -242,6 +250,7 @@ mod tests {
                 prompt_tokens: 3,
                 completion_tokens: 5,
                 audio_ms: 1500,
+                characters: 42,
             };
             store.add_usage(&subject, one).unwrap();
             store.add_usage(&subject, one).unwrap();
@@ -258,6 +267,7 @@ mod tests {
                     prompt_tokens: 6,
                     completion_tokens: 10,
                     audio_ms: 3000,
+                    characters: 84,
                 }
             )]
         );
