@@ -20,7 +20,7 @@ use unicode_normalization::UnicodeNormalization;
 use super::voice_config::{PhonemeType, VoiceConfig};
 use crate::ModelError;
 
-/// The program, overridable for installs outside `PATH`.
+/// The program: `$HEARTH_ESPEAK_NG` for installs outside `PATH`, else `espeak-ng`.
 fn espeak_program() -> String {
     std::env::var("HEARTH_ESPEAK_NG").unwrap_or_else(|_| "espeak-ng".into())
 }
@@ -125,6 +125,7 @@ fn paragraphs(text: &str) -> Vec<String> {
 /// Turns text into sentences of phoneme ids for one voice.
 #[derive(Debug, Clone)]
 pub struct Phonemizer {
+    program: String,
     kind: PhonemeType,
     espeak_voice: String,
     id_map: HashMap<String, Vec<i64>>,
@@ -134,7 +135,13 @@ impl Phonemizer {
     /// The phonemizer `config` asks for. For espeak voices this checks that espeak-ng runs and
     /// knows the voice, so a missing package fails when the voice loads, not on a request.
     pub fn new(config: &VoiceConfig) -> Result<Self, ModelError> {
+        Self::with_program(config, &espeak_program())
+    }
+
+    /// [`Phonemizer::new`] with espeak-ng at `program`.
+    pub fn with_program(config: &VoiceConfig, program: &str) -> Result<Self, ModelError> {
         let phonemizer = Self {
+            program: program.to_owned(),
             kind: config.phoneme_type.clone(),
             espeak_voice: config.espeak_voice.clone().unwrap_or_default(),
             id_map: config.phoneme_id_map.clone(),
@@ -161,8 +168,8 @@ impl Phonemizer {
 
     /// espeak-ng's phoneme lines for `text`.
     fn espeak(&self, text: &str) -> Result<Vec<String>, ModelError> {
-        let program = espeak_program();
-        let mut child = Command::new(&program)
+        let program = &self.program;
+        let mut child = Command::new(program)
             .args(["-q", "--ipa", "-v", &self.espeak_voice])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())

@@ -222,6 +222,60 @@ fn noise_and_length_scale_change_the_audio_as_piper_does() {
 }
 
 #[test]
+fn broken_voices_are_errors_that_name_the_file_or_tensor() {
+    let dir = tempfile::tempdir().unwrap();
+    let onnx = std::fs::read(voice()).unwrap();
+    let config = std::fs::read_to_string(hearth_models::vits::config_path(&voice())).unwrap();
+    let write = |name: &str, bytes: &[u8], json: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, bytes).unwrap();
+        std::fs::write(hearth_models::vits::config_path(&path), json).unwrap();
+        path
+    };
+    let device = hearth_models::cpu_device();
+    let error = |path: &Path| VitsModel::load(path, &device).unwrap_err().to_string();
+    // Cut short: the protobuf reader names the file.
+    let short = write("short.onnx", &onnx[..onnx.len() / 2], &config);
+    let message = error(&short);
+    assert!(message.contains("short.onnx"), "{message}");
+    // No .onnx.json beside it.
+    let lonely = dir.path().join("lonely.onnx");
+    std::fs::write(&lonely, &onnx).unwrap();
+    let message = error(&lonely);
+    assert!(message.contains("lonely.onnx.json"), "{message}");
+    // A config field with the wrong type is named.
+    let bad = write(
+        "bad.onnx",
+        &onnx,
+        &config.replace("\"sample_rate\": 22050", "\"sample_rate\": \"fast\""),
+    );
+    let message = error(&bad);
+    assert!(message.contains("audio.sample_rate"), "{message}");
+    // A phoneme id beyond the model's symbols is named with its phoneme.
+    let ids = write(
+        "ids.onnx",
+        &onnx,
+        &config.replace("\"_\": [\n      0\n    ]", "\"_\": [\n      999\n    ]"),
+    );
+    let message = error(&ids);
+    assert!(
+        message.contains("phoneme_id_map._") && message.contains("999"),
+        "{message}"
+    );
+    // A tensor of the wrong shape is named.
+    let mut renamed = onnx.clone();
+    let needle = b"enc_p.encoder.attn_layers.0.emb_rel_k";
+    // The last occurrence is the initializer (the nodes that read it come first in the graph).
+    let at = renamed
+        .windows(needle.len())
+        .rposition(|w| w == needle)
+        .expect("tensor name");
+    renamed[at + needle.len() - 1] = b'q';
+    let message = error(&write("renamed.onnx", &renamed, &config));
+    assert!(message.contains("emb_rel_k"), "{message}");
+}
+
+#[test]
 fn the_phonemizer_gives_piper_s_ids() {
     let f = fixture();
     let model = VitsModel::load(&voice(), &hearth_models::cpu_device()).expect("load");
@@ -237,6 +291,11 @@ fn the_phonemizer_gives_piper_s_ids() {
         assert_eq!(got.phonemes, want.phonemes, "{}", want.text);
         assert_eq!(got.ids, want.ids, "{}", want.text);
     }
+    // A missing espeak-ng fails when the voice loads, naming the package.
+    let missing = Phonemizer::with_program(model.config(), "/nonexistent/espeak-ng")
+        .unwrap_err()
+        .to_string();
+    assert!(missing.contains("apt-get install espeak-ng"), "{missing}");
     // Nothing to say is no sentence; odd input does not fail.
     assert!(phonemizer.sentences("  \n\n ... ").unwrap().is_empty());
     for odd in [
