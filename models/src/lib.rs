@@ -7,7 +7,9 @@
 //! numpy SmolLM2 (`models/scripts/generate_llama_reference.py`) and tiny random-weight Qwen2/Qwen3
 //! checkpoints (`models/scripts/generate_qwen_reference.py`); Whisper ([`whisper`]); Piper's VITS
 //! voices from their ONNX files ([`vits`], on the native reader in [`onnx`]), checked against
-//! onnxruntime (`models/scripts/generate_vits_reference.py`).
+//! onnxruntime (`models/scripts/generate_vits_reference.py`); DCGAN image generators from PyTorch
+//! checkpoints ([`dcgan`]), checked against numpy (`models/scripts/generate_dcgan_reference.py`);
+//! RDN super-resolution from TF.js layers models ([`rdn`]), checked against UpscalerJS' own sample.
 //!
 //! Models are synchronous and pure: no async runtime, no threads of their own. The server's
 //! engine thread owns them. On the CPU the heavy lifting runs in burn's Flex backend, which
@@ -33,6 +35,7 @@ mod byte_cursor;
 mod causal_mask;
 pub mod chat_template;
 mod chat_tokenizer;
+pub mod dcgan;
 mod embedding;
 mod error;
 mod float_bytes;
@@ -40,6 +43,7 @@ pub mod gguf;
 mod json;
 pub mod llama;
 pub mod onnx;
+pub mod rdn;
 mod safetensors_folder;
 pub mod sampling;
 mod tokenizer;

@@ -6,9 +6,11 @@
 mod common;
 
 mod bert;
+mod dcgan;
 mod gguf;
 mod llama;
 mod qwen;
+mod rdn;
 mod vits;
 mod whisper;
 mod whisper_ct2;
