@@ -221,14 +221,15 @@ async fn usage(data_dir: &Path) -> Result<()> {
         })
         .await?;
     println!(
-        "{:<12} {:<28} {:>10} {:>14} {:>18} {:>14} {:>11}",
+        "{:<12} {:<28} {:>10} {:>14} {:>18} {:>14} {:>11} {:>7}",
         "TYPE",
         "SUBJECT",
         "REQUESTS",
         "PROMPT_TOKENS",
         "COMPLETION_TOKENS",
         "AUDIO_SECONDS",
-        "CHARACTERS"
+        "CHARACTERS",
+        "IMAGES"
     );
     for row in rows.data {
         let (kind, subject) = match row.subject {
@@ -237,12 +238,13 @@ async fn usage(data_dir: &Path) -> Result<()> {
         };
         let c = row.counters;
         println!(
-            "{kind:<12} {subject:<28} {:>10} {:>14} {:>18} {:>14.1} {:>11}",
+            "{kind:<12} {subject:<28} {:>10} {:>14} {:>18} {:>14.1} {:>11} {:>7}",
             c.requests,
             c.prompt_tokens,
             c.completion_tokens,
             c.audio_ms as f64 / 1000.0,
-            c.characters
+            c.characters,
+            c.images
         );
     }
     Ok(())

@@ -50,7 +50,18 @@ pub struct Config {
     /// the config names no plugin for that hook.
     #[serde(default = "default_true")]
     pub default_plugins: bool,
+    /// How long an image URL (`response_format: "url"`) serves its file, as a duration
+    /// (`"1h"`, `"15m"`); then it is a 404 and the file is deleted. Default one hour.
+    #[serde(default)]
+    pub image_url_ttl: Option<String>,
+    /// The base URL clients reach this server at (`https://ai.example.com`), for the links
+    /// in image responses. Default: from the request's `Host` (and `X-Forwarded-Proto`).
+    #[serde(default)]
+    pub public_url: Option<String>,
 }
+
+/// Image URLs live an hour unless `image_url_ttl` says otherwise.
+pub const DEFAULT_IMAGE_URL_TTL: std::time::Duration = std::time::Duration::from_secs(3600);
 
 fn default_true() -> bool {
     true
@@ -227,6 +238,8 @@ impl Default for Config {
             plugins: Vec::new(),
             plugins_dir: None,
             default_plugins: true,
+            image_url_ttl: None,
+            public_url: None,
         }
     }
 }
@@ -300,8 +313,32 @@ impl Config {
         }
     }
 
+    /// How long image URLs live.
+    pub fn image_url_ttl(&self) -> std::time::Duration {
+        self.image_url_ttl
+            .as_deref()
+            .and_then(|t| humantime::parse_duration(t).ok())
+            .unwrap_or(DEFAULT_IMAGE_URL_TTL)
+    }
+
     /// Checks that cross fields agree; the message names the field.
     pub fn validate(&self) -> Result<(), String> {
+        if let Some(ttl) = &self.image_url_ttl {
+            match humantime::parse_duration(ttl) {
+                Ok(d) if d >= std::time::Duration::from_secs(1) => {}
+                Ok(_) => return Err("image_url_ttl: must be at least 1s".into()),
+                Err(e) => {
+                    return Err(format!(
+                        "image_url_ttl: `{ttl}` is not a duration like \"1h\" or \"90s\": {e}"
+                    ));
+                }
+            }
+        }
+        if let Some(url) = &self.public_url
+            && !(url.starts_with("http://") || url.starts_with("https://"))
+        {
+            return Err(format!("public_url: `{url}` is not an http(s) URL"));
+        }
         for (i, plugin) in self.plugins.iter().enumerate() {
             if plugin.on_error == OnError::FailOpen && plugin.hook != PluginHook::Preprocess {
                 return Err(format!(

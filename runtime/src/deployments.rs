@@ -10,8 +10,8 @@ use utoipa::ToSchema;
 use crate::config::{DeploymentConfig, DeviceChoice, ModelKind};
 use crate::engine::generation::GenerationOptions;
 use crate::engine::{
-    Backend, EmbeddingEngine, EmbeddingOptions, SpeechEngine, SpeechOptions, TranscriptionEngine,
-    TranscriptionOptions, start_llama,
+    Backend, EmbeddingEngine, EmbeddingOptions, ImageEngine, ImageFamily, ImageOptions,
+    SpeechEngine, SpeechOptions, TranscriptionEngine, TranscriptionOptions, start_llama,
 };
 
 /// Whether a deployment can serve requests.
@@ -232,6 +232,33 @@ fn load_backend(config: &DeploymentConfig) -> (DeploymentState, Option<Backend>)
                     "speech voice ready"
                 );
                 Ok(Backend::Speech(Arc::new(engine)))
+            })
+        }
+        ModelKind::Image => {
+            let family = ImageFamily::detect(source);
+            if family == ImageFamily::Diffusers {
+                return (
+                    DeploymentState::Unavailable(format!(
+                        "{} is a diffusers pipeline, and this build has no diffusion engine yet",
+                        source.display()
+                    )),
+                    None,
+                );
+            }
+            let defaults = ImageOptions::default();
+            let options = ImageOptions {
+                max_batch: config.max_batch_size.unwrap_or(defaults.max_batch),
+                max_queued: config.max_queued_requests.unwrap_or(defaults.max_queued),
+            };
+            ImageEngine::start(&config.name, family, device, options).map(|engine| {
+                tracing::info!(
+                    deployment = %config.name,
+                    device = engine.device_name(),
+                    capabilities = ?engine.facts().capabilities,
+                    seconds = started.elapsed().as_secs_f32(),
+                    "image model ready"
+                );
+                Backend::Image(Arc::new(engine))
             })
         }
         ModelKind::Chat | ModelKind::Completion => Err(crate::error::HearthError::Config(format!(

@@ -10,6 +10,7 @@ pub mod config;
 pub mod deployments;
 pub mod engine;
 pub mod error;
+pub mod images;
 pub mod management;
 pub mod metrics;
 pub mod plugins;

@@ -37,7 +37,12 @@ pub fn build_state(
         host: plugins.clone(),
         keys,
     });
+    let images = Arc::new(crate::images::ImageFiles::open(
+        &config.data_dir.join("images"),
+        config.image_url_ttl(),
+    )?);
     Ok(AppState {
+        images,
         registry: Arc::new(Registry::load(&config.deployments)),
         config: Arc::new(config),
         store,
@@ -68,6 +73,7 @@ pub async fn serve(config: Config) -> Result<()> {
     if let Some(plugins) = &state.plugins {
         plugins.watch();
     }
+    state.images.spawn_sweeper();
     for deployment in state.registry.iter() {
         if let Some(crate::engine::Backend::Upstream(pool)) = &deployment.backend {
             pool.spawn_health_checks();

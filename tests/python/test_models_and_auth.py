@@ -9,6 +9,8 @@ import openai
 import pytest
 from openai import OpenAI
 
+from conftest import CONFIG, Server
+
 
 def client(server, key="unused"):
     return OpenAI(base_url=server.base_url, api_key=key, max_retries=0)
@@ -71,11 +73,28 @@ def test_bad_request_names_the_param(server):
     assert err.value.body["code"] == "model_not_supported"
 
 
-def test_a_kind_without_an_engine_is_an_honest_501(server):
-    with pytest.raises(openai.APIStatusError) as err:
-        client(server).images.generate(model="faces", prompt="a face")
-    assert err.value.status_code == 501
-    assert err.value.body["code"] == "not_implemented"
+def test_a_model_without_an_engine_is_an_honest_501(tmp_path):
+    # A diffusers pipeline folder: recognised, but this build has no diffusion engine yet.
+    pipeline = tmp_path / "sd-pipeline"
+    pipeline.mkdir()
+    (pipeline / "model_index.json").write_text('{"_class_name": "StableDiffusionPipeline"}')
+    config = CONFIG + f"""
+[[deployments]]
+name = "sd"
+kind = "image"
+  [[deployments.targets]]
+  source = "{pipeline}"
+"""
+    (tmp_path / "server").mkdir()
+    server = Server(tmp_path / "server", config=config)
+    try:
+        with pytest.raises(openai.APIStatusError) as err:
+            client(server).images.generate(model="sd", prompt="a face")
+        assert err.value.status_code == 501
+        assert err.value.body["code"] == "not_implemented"
+        assert "diffusion" in err.value.body["message"]
+    finally:
+        server.stop()
 
 
 def raw(server, method, path, body=None):

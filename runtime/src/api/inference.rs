@@ -1,14 +1,11 @@
 //! Model resolution shared by every model endpoint: the deployment a request
 //! names (`X-GPUStack-Model` header first, else the JSON or multipart `model`),
 //! whether the caller may use it, and whether it serves this kind of request.
-//! Endpoints whose engine is not in this build (images) answer an honest 501 after
-//! resolution; chat, completions, embeddings, transcription and speech have their own
-//! modules.
+//! A deployment with no engine for the request (a kind this build cannot run) answers an
+//! honest 501 through [`unserved`]; each endpoint family has its own module.
 
-use axum::Extension;
-use axum::extract::{FromRequest, Multipart, Request, State};
+use axum::extract::Request;
 use axum::http::HeaderMap;
-use axum::response::Response;
 use serde_json::Value;
 
 use super::AppState;
@@ -16,7 +13,7 @@ use super::extract::{parse_json, read_body};
 use crate::auth::Identity;
 use crate::config::ModelKind;
 use crate::deployments::{Deployment, DeploymentState};
-use crate::error::{ErrorEnvelope, HearthError, Result};
+use crate::error::{HearthError, Result};
 
 /// The header that names the model ahead of the body (GPUStack's convention).
 pub const MODEL_HEADER: &str = "x-gpustack-model";
@@ -57,38 +54,6 @@ fn json_model(body: &Value) -> Result<String> {
             "`model` must be a non-empty string",
         )),
     }
-}
-
-/// The model named by a multipart form's `model` field.
-async fn multipart_model(request: Request, state: &AppState) -> Result<String> {
-    let mut form = Multipart::from_request(request, state).await.map_err(|e| {
-        HearthError::invalid(format!(
-            "expected a multipart/form-data body: {}",
-            e.body_text()
-        ))
-    })?;
-    while let Some(field) = form.next_field().await.map_err(|e| {
-        if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
-            HearthError::PayloadTooLarge {
-                limit: state.config.max_body_bytes,
-            }
-        } else {
-            HearthError::invalid(format!("malformed multipart body: {}", e.body_text()))
-        }
-    })? {
-        if field.name() == Some("model") {
-            let text = field
-                .text()
-                .await
-                .map_err(|e| HearthError::invalid_param("model", e.body_text()))?;
-            return if text.trim().is_empty() {
-                Err(missing_model())
-            } else {
-                Ok(text)
-            };
-        }
-    }
-    Err(missing_model())
 }
 
 /// Finds the deployment, checks the allow-list and the kind.
@@ -169,56 +134,3 @@ pub async fn resolve_json<'a>(
         body,
     })
 }
-
-async fn json_endpoint(
-    state: AppState,
-    identity: Identity,
-    request: Request,
-    accepts: &[ModelKind],
-    endpoint: &str,
-) -> Result<Response> {
-    let resolved = resolve_json(&state, &identity, request, accepts, endpoint).await?;
-    Err(unserved(resolved.deployment, endpoint))
-}
-
-async fn multipart_endpoint(
-    state: AppState,
-    identity: Identity,
-    request: Request,
-    accepts: &[ModelKind],
-    endpoint: &str,
-) -> Result<Response> {
-    let model = match header_model(request.headers())? {
-        Some(model) => model,
-        None => multipart_model(request, &state).await?,
-    };
-    Err(unserved(
-        admit(&state, &identity, &model, accepts, endpoint)?,
-        endpoint,
-    ))
-}
-
-macro_rules! endpoint {
-    ($(#[$doc:meta])* $name:ident, $path:literal, $kinds:expr, $style:ident) => {
-        $(#[$doc])*
-        #[utoipa::path(post, path = $path, tag = "inference", security(("bearer" = [])),
-            responses(
-                (status = 400, body = ErrorEnvelope), (status = 401, body = ErrorEnvelope),
-                (status = 403, body = ErrorEnvelope), (status = 404, body = ErrorEnvelope),
-                (status = 501, body = ErrorEnvelope)))]
-        pub async fn $name(
-            State(state): State<AppState>,
-            Extension(identity): Extension<Identity>,
-            request: Request,
-        ) -> Result<Response> {
-            $style(state, identity, request, $kinds, $path).await
-        }
-    };
-}
-
-endpoint!(
-    /// Image generation.
-    image_generations, "/v1/images/generations", &[ModelKind::Image], json_endpoint);
-endpoint!(
-    /// Image edit (multipart).
-    image_edits, "/v1/images/edits", &[ModelKind::Image], multipart_endpoint);

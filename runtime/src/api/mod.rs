@@ -6,6 +6,8 @@ mod completions;
 mod embeddings;
 mod extract;
 mod health;
+mod image_inputs;
+mod images;
 pub mod inference;
 mod keys;
 mod middleware;
@@ -52,6 +54,8 @@ pub struct AppState {
     /// The Wasm plugins (auth, preprocess, route); `None` only in builds of the state that
     /// opt out (a few route tests).
     pub plugins: Option<Arc<PluginHost>>,
+    /// The expiring files behind image URLs (`<data_dir>/images`).
+    pub images: Arc<crate::images::ImageFiles>,
 }
 
 /// The whole router. Tests drive it with `oneshot`, the server with a socket.
@@ -61,14 +65,19 @@ pub fn app(state: AppState) -> Router {
         .config
         .max_body_bytes
         .max(transcriptions::MAX_FILE_BYTES + 1024 * 1024);
+    let image_edit_limit = image_inputs::edit_body_limit(&state);
     let inference = Router::new()
         .route("/v1/models", get(models::list))
         .route("/v1/models/{id}", get(models::retrieve))
         .route("/v1/chat/completions", post(chat::create))
         .route("/v1/completions", post(completions::create))
         .route("/v1/embeddings", post(embeddings::create))
-        .route("/v1/images/generations", post(inference::image_generations))
-        .route("/v1/images/edits", post(inference::image_edits))
+        .route("/v1/images/generations", post(images::generations))
+        // Uploads of several images may exceed the JSON body limit.
+        .route(
+            "/v1/images/edits",
+            post(images::edits).layer(DefaultBodyLimit::max(image_edit_limit)),
+        )
         .route("/v1/audio/speech", post(speech::speech))
         // Audio uploads may be up to 25 MB whatever the JSON body limit is.
         .route(
@@ -121,7 +130,9 @@ pub fn app(state: AppState) -> Router {
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))
-        .route("/openapi.json", get(openapi::serve));
+        .route("/openapi.json", get(openapi::serve))
+        // Image URLs carry their own secret (256 random bits) and expire: no key needed.
+        .route("/v1/images/files/{name}", get(images::file));
 
     let limit = state.config.max_body_bytes;
     Router::new()

@@ -32,6 +32,10 @@ pub struct ModelObject {
     pub state: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub state_reason: Option<String>,
+    /// On image models: what it can do (`generate`, `edit`), whether it reads the prompt,
+    /// the sizes it makes or its upscale factor.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub image: Option<crate::engine::ImageFacts>,
 }
 
 fn model_object(deployment: &Deployment, id: &str, created: u64) -> ModelObject {
@@ -46,6 +50,10 @@ fn model_object(deployment: &Deployment, id: &str, created: u64) -> ModelObject 
         alias_of: is_alias.then(|| deployment.name().to_owned()),
         state: deployment.state.as_str().to_owned(),
         state_reason: deployment.state.reason().map(str::to_owned),
+        image: match &deployment.backend {
+            Some(crate::engine::Backend::Image(engine)) => Some(engine.facts().clone()),
+            _ => None,
+        },
     }
 }
 

@@ -4,9 +4,7 @@ use axum::Json;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{
-    chat, completions, embeddings, health, inference, keys, models, speech, transcriptions,
-};
+use super::{chat, completions, embeddings, health, images, keys, models, speech, transcriptions};
 
 /// The API description.
 #[derive(Debug, OpenApi)]
@@ -16,7 +14,7 @@ use super::{
         health::healthz, health::readyz, health::metrics, serve,
         models::list, models::retrieve,
         chat::create, completions::create, embeddings::create,
-        inference::image_generations, inference::image_edits, speech::speech,
+        images::generations, images::edits, images::file, speech::speech,
         transcriptions::transcriptions, transcriptions::translations,
         keys::create, keys::list, keys::revoke, keys::usage,
         crate::proxy::http::generic_proxy,

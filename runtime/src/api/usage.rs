@@ -84,6 +84,23 @@ impl UsageSink {
     }
 }
 
+impl UsageSink {
+    /// An image request that made `images` images.
+    pub fn record_images(&self, images: u64) {
+        metrics::counter!("hearth_usage_images_total", "deployment" => self.deployment.clone())
+            .increment(images);
+        record_usage(
+            &self.state,
+            &self.identity,
+            &self.deployment,
+            UsageCounters {
+                images,
+                ..UsageCounters::default()
+            },
+        );
+    }
+}
+
 /// Adds one request and its tokens. The key's request was already counted by the
 /// auth layer, so only its tokens are added here.
 fn record_usage(state: &AppState, identity: &Identity, deployment: &str, tokens: UsageCounters) {

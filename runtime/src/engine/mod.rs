@@ -5,6 +5,7 @@
 mod device;
 mod embedding;
 pub mod generation;
+mod image;
 mod llama;
 mod speech;
 mod text;
@@ -14,6 +15,7 @@ mod worker;
 
 pub use device::{DeviceReport, list_devices, select_device};
 pub use embedding::{EmbeddingEngine, EmbeddingOptions};
+pub use image::{ImageEngine, ImageFacts, ImageFamily, ImageOptions, MAX_EDIT_IMAGES};
 pub use llama::start_llama;
 pub use speech::{SpeechEngine, SpeechEvent, SpeechOptions};
 pub use text::{ChoiceEvent, ChoiceStream, TextCodec, TextEngine};
@@ -28,6 +30,8 @@ pub enum Backend {
     Embedding(Arc<EmbeddingEngine>),
     /// A local chat/completion model.
     Text(Arc<TextEngine>),
+    /// A local image model (generator or upscaler).
+    Image(Arc<ImageEngine>),
     /// A local text-to-speech voice.
     Speech(Arc<SpeechEngine>),
     /// A local speech-recognition model.

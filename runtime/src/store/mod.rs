@@ -81,6 +81,9 @@ pub struct UsageCounters {
     /// Characters of text spoken.
     #[serde(default)]
     pub characters: u64,
+    /// Images generated or edited.
+    #[serde(default)]
+    pub images: u64,
 }
 
 /// Whose usage a counter row holds.

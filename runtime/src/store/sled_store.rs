@@ -72,9 +72,10 @@ fn decode_counters(bytes: &[u8]) -> UsageCounters {
         requests: word(0),
         prompt_tokens: word(1),
         completion_tokens: word(2),
-        // Rows written before audio (or characters) were counted have three (or four) words.
+        // Rows written before audio (characters, images) were counted have fewer words.
         audio_ms: word(3),
         characters: word(4),
+        images: word(5),
     }
 }
 
@@ -85,6 +86,7 @@ fn encode_counters(c: UsageCounters) -> Vec<u8> {
         c.completion_tokens,
         c.audio_ms,
         c.characters,
+        c.images,
     ]
     .iter()
     .flat_map(|w| w.to_le_bytes())
@@ -177,6 +179,7 @@ impl Store for SledStore {
                     completion_tokens: c.completion_tokens + delta.completion_tokens,
                     audio_ms: c.audio_ms + delta.audio_ms,
                     characters: c.characters + delta.characters,
+                    images: c.images + delta.images,
                 }))
             })?;
         Ok(())
@@ -251,6 +254,7 @@ mod tests {
                 completion_tokens: 5,
                 audio_ms: 1500,
                 characters: 42,
+                images: 7,
             };
             store.add_usage(&subject, one).unwrap();
             store.add_usage(&subject, one).unwrap();
@@ -268,6 +272,7 @@ mod tests {
                     completion_tokens: 10,
                     audio_ms: 3000,
                     characters: 84,
+                    images: 14,
                 }
             )]
         );
