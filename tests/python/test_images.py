@@ -15,6 +15,7 @@ import time
 import urllib.error
 import urllib.request
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 
 import openai
 import pytest
@@ -351,5 +352,37 @@ def test_a_client_that_leaves_stops_a_long_upscale(tmp_path):
             time.sleep(0.2)
         # The worker is free again at once.
         assert client(server).images.generate(model="faces", prompt="x").data
+    finally:
+        server.stop()
+
+
+def test_a_full_queue_is_a_503_with_retry_after(tmp_path):
+    config = CONFIG + UPSCALER.replace('kind = "image"', 'kind = "image"\nmax_queued_requests = 1')
+    server = Server(tmp_path, config=config)
+    try:
+        picture = png(Image.open(io.BytesIO(FIXTURE)).convert("RGB").resize((512, 512)))
+        boundary = uuid.uuid4().hex
+        body = (f"--{boundary}\r\ncontent-disposition: form-data; name=\"model\"\r\n\r\nrdn-x2\r\n"
+                f"--{boundary}\r\ncontent-disposition: form-data; name=\"image\"; filename=\"p.png\"\r\n"
+                f"content-type: image/png\r\n\r\n").encode() + picture + f"\r\n--{boundary}--\r\n".encode()
+
+        def post(_):
+            connection = http.client.HTTPConnection(server.addr, timeout=300)
+            connection.request("POST", "/v1/images/edits", body=body,
+                               headers={"content-type": f"multipart/form-data; boundary={boundary}"})
+            response = connection.getresponse()
+            return response.status, response.getheader("retry-after"), json.loads(response.read())
+
+        # One upscale runs, one waits in the queue of one: the others are turned away at once.
+        with ThreadPoolExecutor(5) as pool:
+            answers = list(pool.map(post, range(5)))
+        statuses = sorted(status for status, _, _ in answers)
+        assert statuses.count(200) >= 2 and 503 in statuses, statuses
+        for status, retry_after, answer in answers:
+            if status == 503:
+                assert retry_after and int(retry_after) >= 1
+                assert answer["error"]["type"] and "queue" in answer["error"]["message"]
+            else:
+                assert status == 200, answer
     finally:
         server.stop()

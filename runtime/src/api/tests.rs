@@ -554,6 +554,7 @@ async fn metrics_and_openapi_describe_the_server() {
         "/v1/embeddings",
         "/v1/images/generations",
         "/v1/images/edits",
+        "/v1/images/files/{name}",
         "/v1/audio/speech",
         "/v1/audio/transcriptions",
         "/v1/audio/translations",
