@@ -162,6 +162,7 @@ fn parse_options(params: &Params, facts: &ImageFacts) -> Result<Options> {
         }
     }
     let seed = match params.integer("seed")? {
+        // 53 bits: a seed a JavaScript client can hold as a number and send back exactly.
         None => rand::random::<u64>() >> 11,
         Some(seed) => u64::try_from(seed).map_err(|_| {
             HearthError::invalid_param("seed", "seed must be a non-negative integer below 2^64")
