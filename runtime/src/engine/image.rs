@@ -262,7 +262,9 @@ fn model_error(e: ModelError) -> HearthError {
 fn run_worker(model: &Model, jobs: &Jobs<Job>, max_batch: usize) {
     while let Some(first) = jobs.wait() {
         let mut round = vec![first];
-        while round.len() < max_batch {
+        // Generation batches what is waiting; an upscale is already a batch of windows, and
+        // the others stay in the bounded queue (so a full queue turns callers away).
+        while matches!(model, Model::Generator(_)) && round.len() < max_batch {
             let Some(job) = jobs.ready() else { break };
             round.push(job);
         }
