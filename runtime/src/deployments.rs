@@ -86,8 +86,11 @@ pub struct Registry {
 impl Registry {
     /// The registry as configured, nothing loaded (for the CLI's offline view).
     pub fn from_config(configs: &[DeploymentConfig]) -> Self {
-        Self::build(configs, |config| {
-            (DeploymentState::Unavailable(unserved_reason(config)), None)
+        Self::build(configs, |_| {
+            (
+                DeploymentState::Unavailable("not loaded: no server is running".into()),
+                None,
+            )
         })
     }
 
