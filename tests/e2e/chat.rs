@@ -62,7 +62,9 @@ fn a_client_that_disconnects_cancels_its_generation() {
     // The worker is free for the next request.
     let answer: serde_json::Value = Client::new()
         .post(server.url("/v1/chat/completions"))
-        .json(&json!({"model": "smollm2", "max_tokens": 3, "messages": [{"role": "user", "content": "Hi"}]}))
+        // Greedy: sampled at the default temperature, the model may end its answer within
+        // three tokens (it once said "Hello..." and stopped).
+        .json(&json!({"model": "smollm2", "max_tokens": 3, "temperature": 0, "messages": [{"role": "user", "content": "Hi"}]}))
         .send()
         .unwrap()
         .json()
