@@ -44,6 +44,7 @@ mod json;
 pub mod llama;
 pub mod onnx;
 pub mod rdn;
+mod read_back;
 mod safetensors_folder;
 pub mod sampling;
 mod tokenizer;

@@ -11,6 +11,7 @@ use burn::tensor::ops::ConvTransposeOptions;
 
 use super::loader::{LoadedStage, load_stages};
 use crate::ModelError;
+use crate::read_back::read_back;
 
 #[derive(Debug, Clone)]
 struct Stage {
@@ -120,10 +121,7 @@ impl DcganGenerator {
                 burn::tensor::activation::relu(x)
             };
         }
-        x.try_into_data()
-            .map_err(|e| ModelError::Backend(format!("reading images: {e:?}")))?
-            .try_into_vec_as()
-            .map_err(|e| ModelError::Backend(format!("reading images: {e:?}")))
+        read_back(x, "images")
     }
 
     /// Images for `latents` as interleaved 8-bit pixels (`size × size × channels` bytes each,

@@ -10,6 +10,7 @@ use super::graph::Graph;
 use super::tiles::{Span, spans};
 use super::topology::{self, ModelJson};
 use crate::ModelError;
+use crate::read_back::read_back;
 
 /// Input pixels along each side of a window. Windows are equal, so an image a little larger
 /// than a window needs a second, mostly overlapping one: large windows waste least (measured
@@ -217,11 +218,7 @@ impl Upscaler {
                 &self.device,
             );
             let y = self.graph.forward(x);
-            let values: Vec<f32> = y
-                .try_into_data()
-                .map_err(|e| ModelError::Backend(format!("reading the upscaled image: {e:?}")))?
-                .try_into_vec_as()
-                .map_err(|e| ModelError::Backend(format!("reading the upscaled image: {e:?}")))?;
+            let values = read_back(y, "the upscaled image")?;
             let (ys, xs) = (win_h * scale, win_w * scale);
             for (index, (row, column)) in group.iter().enumerate() {
                 let window = &values[index * 3 * ys * xs..(index + 1) * 3 * ys * xs];

@@ -94,14 +94,4 @@ pub(crate) fn split_channels(x: Tensor<3>, first: usize) -> (Tensor<3>, Tensor<3
 }
 
 /// `tensor` as f32 values, for the small host-side steps (durations, the spline).
-pub(crate) fn read_back<const D: usize>(
-    tensor: Tensor<D>,
-    what: &str,
-) -> Result<Vec<f32>, crate::ModelError> {
-    let backend = |e: String| crate::ModelError::Backend(format!("reading {what}: {e}"));
-    tensor
-        .try_into_data()
-        .map_err(|e| backend(format!("{e:?}")))?
-        .try_into_vec_as()
-        .map_err(|e| backend(format!("{e:?}")))
-}
+pub(crate) use crate::read_back::read_back;

@@ -23,6 +23,7 @@ use crate::ModelError;
 use crate::bert::gelu::gelu_exact;
 use crate::causal_mask::causal_mask;
 use crate::llama::KvCache;
+use crate::read_back::read_back;
 use crate::safetensors_folder::SafetensorsFolder;
 
 /// Which layout a model was loaded from.
@@ -472,15 +473,6 @@ fn scale(head_dim: usize) -> f64 {
     #[allow(clippy::cast_precision_loss, reason = "head widths are small")]
     let width = head_dim as f64;
     1.0 / width.sqrt()
-}
-
-fn read_back<const D: usize>(tensor: Tensor<D>, what: &str) -> Result<Vec<f32>, ModelError> {
-    let backend = |e: String| ModelError::Backend(format!("reading {what}: {e}"));
-    tensor
-        .try_into_data()
-        .map_err(|e| backend(format!("{e:?}")))?
-        .try_into_vec_as()
-        .map_err(|e| backend(format!("{e:?}")))
 }
 
 /// The file a folder without weights was expected to have, for the error message.

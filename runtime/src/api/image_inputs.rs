@@ -130,33 +130,25 @@ pub async fn read_json(request: Request, state: &AppState) -> Result<ImageInputs
     };
     let mut inputs = ImageInputs::default();
     let mut sources: Vec<(String, Value)> = Vec::new();
-    match params.remove("image") {
-        None | Some(Value::Null) => {}
-        Some(Value::Array(items)) => {
-            sources.extend(
-                items
-                    .into_iter()
-                    .enumerate()
-                    .map(|(i, v)| (format!("image[{i}]"), v)),
-            );
-        }
-        Some(one) => sources.push(("image".into(), one)),
-    }
-    match params.remove("images") {
-        None | Some(Value::Null) => {}
-        Some(Value::Array(items)) => {
-            sources.extend(
-                items
-                    .into_iter()
-                    .enumerate()
-                    .map(|(i, v)| (format!("images[{i}]"), v)),
-            );
-        }
-        Some(_) => {
-            return Err(HearthError::invalid_param(
-                "images",
-                "`images` must be a list",
-            ));
+    // `image` may be one image or a list; `images` is always a list.
+    for key in ["image", "images"] {
+        match params.remove(key) {
+            None | Some(Value::Null) => {}
+            Some(Value::Array(items)) => {
+                sources.extend(
+                    items
+                        .into_iter()
+                        .enumerate()
+                        .map(|(i, v)| (format!("{key}[{i}]"), v)),
+                );
+            }
+            Some(_) if key == "images" => {
+                return Err(HearthError::invalid_param(
+                    "images",
+                    "`images` must be a list",
+                ));
+            }
+            Some(one) => sources.push((key.to_owned(), one)),
         }
     }
     for (param, value) in sources {

@@ -439,9 +439,11 @@ pub async fn edits(
         mask,
     } = inputs;
     let (options, originals, mask) = parse_edit(&params, facts, images, mask).await?;
-    let upscaled = engine.upscale(originals.clone()).await?;
-    let outputs: Vec<RgbImage> = match mask {
-        Some(mask) => tokio::task::spawn_blocking(move || {
+    // The originals are needed again only to blend with a mask.
+    let kept = mask.as_ref().map(|_| originals.clone());
+    let upscaled = engine.upscale(originals).await?;
+    let outputs: Vec<RgbImage> = match (mask, kept) {
+        (Some(mask), Some(originals)) => tokio::task::spawn_blocking(move || {
             upscaled
                 .iter()
                 .zip(&originals)
@@ -450,7 +452,7 @@ pub async fn edits(
         })
         .await
         .map_err(|e| HearthError::Internal(format!("blending task failed: {e}")))?,
-        None => upscaled,
+        _ => upscaled,
     };
     // The upscaler is deterministic: n > 1 repeats each result.
     let results: Vec<RgbImage> = outputs

@@ -299,21 +299,21 @@ fn run_worker(model: &Model, jobs: &Jobs<Job>, max_batch: usize) {
 /// Every seed of the round through the generator, `max_batch` latents per pass, each job
 /// answered with its own images.
 fn generate_round(generator: &DcganGenerator, round: Vec<Job>, max_batch: usize) {
-    let mut wanted: Vec<(Job, Vec<u64>)> = Vec::new();
-    for job in round {
-        match job.work {
-            Work::Generate(ref seeds) => {
-                let seeds = seeds.clone();
-                wanted.push((job, seeds));
-            }
+    let mut wanted: Vec<(Reply, tracing::Span, Vec<u64>)> = Vec::new();
+    for Job { work, reply, span } in round {
+        match work {
+            Work::Generate(seeds) => wanted.push((reply, span, seeds)),
             Work::Upscale(_) => {
-                let _ = job.reply.send(Err(ModelError::InvalidInput(
+                let _ = reply.send(Err(ModelError::InvalidInput(
                     "this model generates images; it does not edit them".into(),
                 )));
             }
         }
     }
-    let seeds: Vec<u64> = wanted.iter().flat_map(|(_, s)| s.iter().copied()).collect();
+    let seeds: Vec<u64> = wanted
+        .iter()
+        .flat_map(|(_, _, s)| s.iter().copied())
+        .collect();
     let started = std::time::Instant::now();
     let mut images = Vec::with_capacity(seeds.len());
     let mut failure = None;
@@ -333,8 +333,8 @@ fn generate_round(generator: &DcganGenerator, round: Vec<Job>, max_batch: usize)
     metrics::histogram!("hearth_image_batch_seconds").record(started.elapsed().as_secs_f64());
     metrics::histogram!("hearth_image_batch_size").record(seeds.len() as f64);
     let mut images = images.into_iter();
-    for (job, seeds) in wanted {
-        let _entered = job.span.clone().entered();
+    for (reply, span, seeds) in wanted {
+        let _entered = span.entered();
         let result = match &failure {
             Some(message) => {
                 tracing::error!(error = %message, "generation failed");
@@ -342,7 +342,7 @@ fn generate_round(generator: &DcganGenerator, round: Vec<Job>, max_batch: usize)
             }
             None => Ok(images.by_ref().take(seeds.len()).collect()),
         };
-        let _ = job.reply.send(result);
+        let _ = reply.send(result);
     }
 }
 

@@ -3,7 +3,7 @@
 
 use std::io::Cursor;
 
-use image::{DynamicImage, ImageFormat, ImageReader, RgbImage};
+use image::{DynamicImage, ImageDecoder, ImageFormat, ImageReader, RgbImage};
 
 use crate::error::{HearthError, Result};
 
@@ -103,24 +103,18 @@ pub fn decode_upload(bytes: &[u8], param: &str) -> Result<DynamicImage> {
             ));
         }
     }
-    let (width, height) = reader
-        .into_dimensions()
+    // One parse: the header's size is checked before any pixel is decoded.
+    let decoder = reader
+        .into_decoder()
         .map_err(|e| HearthError::invalid_param(param, format!("cannot decode the image: {e}")))?;
+    let (width, height) = decoder.dimensions();
     if u64::from(width) * u64::from(height) > MAX_INPUT_PIXELS {
         return Err(HearthError::invalid_param(
             param,
             format!("a {width}×{height} image is larger than the {MAX_INPUT_PIXELS}-pixel limit"),
         ));
     }
-    let mut reader = ImageReader::new(Cursor::new(bytes))
-        .with_guessed_format()
-        .map_err(|e| HearthError::invalid_param(param, format!("cannot read the image: {e}")))?;
-    let mut limits = image::Limits::default();
-    limits.max_image_width = Some(width);
-    limits.max_image_height = Some(height);
-    reader.limits(limits);
-    reader
-        .decode()
+    DynamicImage::from_decoder(decoder)
         .map_err(|e| HearthError::invalid_param(param, format!("cannot decode the image: {e}")))
 }
 

@@ -133,15 +133,15 @@ impl ImageFiles {
             .expect("image index lock")
             .get(key)
             .cloned()?;
-        let now = SystemTime::now();
-        let Ok(remaining) = entry.expires.duration_since(now) else {
+        let Some(remaining) = entry
+            .expires
+            .duration_since(SystemTime::now())
+            .ok()
+            .filter(|left| !left.is_zero())
+        else {
             self.remove(key);
             return None;
         };
-        if remaining.is_zero() {
-            self.remove(key);
-            return None;
-        }
         match std::fs::read(&entry.path) {
             Ok(bytes) => Some(ServedImage {
                 bytes,
