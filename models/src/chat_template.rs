@@ -15,10 +15,23 @@ pub struct ChatMessage {
     pub content: String,
 }
 
+/// Everything a template renders for one request.
+#[derive(Debug, Clone, Copy)]
+pub struct ChatPrompt<'a> {
+    /// OpenAI-shaped messages (`role`, `content`, `tool_calls`, `tool_call_id`, `name`).
+    pub messages: &'a [serde_json::Value],
+    /// The request's `tools` (`{"type": "function", "function": {...}}`), if any.
+    pub tools: Option<&'a [serde_json::Value]>,
+    /// `chat_template_kwargs`: extra variables for the template.
+    pub kwargs: Option<&'a serde_json::Map<String, serde_json::Value>>,
+    pub add_generation_prompt: bool,
+}
+
 /// A compiled chat template.
 #[derive(Debug)]
 pub struct ChatTemplate {
     env: Environment<'static>,
+    source: String,
     bos_token: String,
     eos_token: String,
 }
@@ -72,6 +85,7 @@ impl ChatTemplate {
             })?;
         Ok(Self {
             env,
+            source: source.to_owned(),
             bos_token: bos_token.to_owned(),
             eos_token: eos_token.to_owned(),
         })
@@ -84,18 +98,48 @@ impl ChatTemplate {
         messages: &[ChatMessage],
         add_generation_prompt: bool,
     ) -> Result<String, ModelError> {
+        let messages: Vec<serde_json::Value> = messages
+            .iter()
+            .map(|m| serde_json::json!({"role": m.role, "content": m.content}))
+            .collect();
+        self.render_prompt(&ChatPrompt {
+            messages: &messages,
+            tools: None,
+            kwargs: None,
+            add_generation_prompt,
+        })
+    }
+
+    /// The prompt for a full chat request: messages as Hugging Face templates take them
+    /// (`tool_calls` with object `arguments`, `role: "tool"` with `tool_call_id`), the tool
+    /// definitions, and `chat_template_kwargs` (such as `enable_thinking`), which cannot
+    /// override the variables set here.
+    pub fn render_prompt(&self, prompt: &ChatPrompt<'_>) -> Result<String, ModelError> {
         let template = self
             .env
             .get_template(TEMPLATE_NAME)
             .map_err(|e| ModelError::Template(e.to_string()))?;
+        let kwargs = minijinja::Value::from_serialize(prompt.kwargs.cloned().unwrap_or_default());
         template
             .render(context! {
-                messages => messages,
-                add_generation_prompt => add_generation_prompt,
+                messages => prompt.messages,
+                tools => prompt.tools,
+                add_generation_prompt => prompt.add_generation_prompt,
                 bos_token => &self.bos_token,
                 eos_token => &self.eos_token,
+                ..kwargs
             })
             .map_err(|e| ModelError::Template(format!("rendering the chat template failed: {e}")))
+    }
+
+    /// The template's Jinja source (to tell which tool-call format the model was taught).
+    pub fn source(&self) -> &str {
+        &self.source
+    }
+
+    /// Whether the template renders a `tools` list itself.
+    pub fn renders_tools(&self) -> bool {
+        self.source.contains("tools")
     }
 }
 
@@ -136,6 +180,32 @@ mod tests {
         assert!(out.ends_with('4'), "{out}");
         let err = template.render(&[user("  ")], false).unwrap_err();
         assert!(err.to_string().contains("empty"), "{err}");
+    }
+
+    #[test]
+    fn tools_messages_and_kwargs_reach_the_template() {
+        let source = "{% if tools %}T={{ tools | map(attribute='function') | map(attribute='name') | join(',') }};{% endif %}\
+                      {% for m in messages %}{{ m.role }}:{% if m.tool_calls %}{{ m.tool_calls[0].function.arguments.city }}\
+                      {% else %}{{ m.content }}{% endif %}|{% endfor %}{% if enable_thinking is false %}nothink{% endif %}";
+        let template = ChatTemplate::new(source, "", "").unwrap();
+        assert!(template.renders_tools());
+        let messages = [
+            serde_json::json!({"role": "user", "content": "weather?"}),
+            serde_json::json!({"role": "assistant", "content": null, "tool_calls": [
+                {"id": "c1", "type": "function", "function": {"name": "w", "arguments": {"city": "Paris"}}}]}),
+            serde_json::json!({"role": "tool", "tool_call_id": "c1", "content": "sunny"}),
+        ];
+        let tools = [serde_json::json!({"type": "function", "function": {"name": "w"}})];
+        let kwargs = serde_json::Map::from_iter([("enable_thinking".to_owned(), false.into())]);
+        let out = template
+            .render_prompt(&ChatPrompt {
+                messages: &messages,
+                tools: Some(&tools),
+                kwargs: Some(&kwargs),
+                add_generation_prompt: false,
+            })
+            .unwrap();
+        assert_eq!(out, "T=w;user:weather?|assistant:Paris|tool:sunny|nothink");
     }
 
     #[test]

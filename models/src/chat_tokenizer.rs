@@ -71,6 +71,18 @@ fn ids_of(value: Option<&Value>) -> Vec<u32> {
     }
 }
 
+/// A SentencePiece piece's bytes: `<0xAB>` is that byte, `▁` a space.
+fn sentencepiece_bytes(piece: &str) -> Option<Vec<u8>> {
+    if let Some(hex) = piece
+        .strip_prefix("<0x")
+        .and_then(|rest| rest.strip_suffix('>'))
+        .filter(|hex| hex.len() == 2)
+    {
+        return u8::from_str_radix(hex, 16).ok().map(|b| vec![b]);
+    }
+    Some(piece.replace('\u{2581}', " ").into_bytes())
+}
+
 impl ChatTokenizer {
     /// Loads the tokenizer of the checkpoint folder `dir`.
     pub fn load(dir: &Path) -> Result<Self, ModelError> {
@@ -180,6 +192,39 @@ impl ChatTokenizer {
     /// `generation_config.json` and `config.json`.
     pub fn stop_ids(&self) -> &[u32] {
         &self.stop
+    }
+
+    /// The bytes each token id stands for, for a grammar engine's token trie: special tokens
+    /// as `0xFF` followed by their text (they match no text), byte-level BPE pieces
+    /// (GPT-2, Llama 3, Qwen) through GPT-2's byte table, SentencePiece pieces with `▁` as a
+    /// space and `<0xAB>` as that byte. Ids without a token are empty.
+    pub fn token_bytes(&self) -> Vec<Vec<u8>> {
+        let byte_level = matches!(
+            self.inner.get_decoder(),
+            Some(tokenizers::DecoderWrapper::ByteLevel(_))
+        );
+        let mut words = vec![Vec::new(); self.inner.get_vocab_size(true)];
+        for (piece, id) in self.inner.get_vocab(false) {
+            let bytes = if byte_level {
+                piece.chars().map(crate::gguf::unicode_to_byte).collect()
+            } else {
+                sentencepiece_bytes(&piece)
+            };
+            if let (Some(slot), Some(bytes)) = (words.get_mut(id as usize), bytes) {
+                *slot = bytes;
+            }
+        }
+        for (id, added) in self.inner.get_added_tokens_decoder() {
+            if let Some(slot) = words.get_mut(id as usize) {
+                let mut bytes = Vec::with_capacity(added.content.len() + 1);
+                if added.special {
+                    bytes.push(0xFF);
+                }
+                bytes.extend_from_slice(added.content.as_bytes());
+                *slot = bytes;
+            }
+        }
+        words
     }
 
     /// The Jinja chat template, if the checkpoint has one.

@@ -6,7 +6,9 @@
 //! generated and `frequency_penalty` per occurrence; the reported
 //! log-probabilities are those of the model's own distribution (before bias,
 //! penalties and temperature), so they mean the same whatever the sampling
-//! settings. Temperature 0 is greedy; otherwise the distribution at the given
+//! settings. A grammar's mask of allowed tokens (structured outputs) comes before all of that:
+//! a token it forbids has probability zero, and the log-probabilities reported are those of
+//! the masked distribution, renormalised over what the grammar allows. Temperature 0 is greedy; otherwise the distribution at the given
 //! temperature is cut to the `top_k` most likely tokens, then to the smallest set
 //! whose probability reaches `top_p`, and one token is drawn from what is left.
 
@@ -87,10 +89,26 @@ impl Sampler {
 
     /// Chooses the next token from the last position's logits.
     pub fn sample(&mut self, logits: &[f32]) -> Sampled {
+        self.sample_allowed(logits, None)
+    }
+
+    /// Chooses the next token among those `allowed` marks (bit `t % 32` of word `t / 32`;
+    /// tokens past its end are forbidden), or among all when `None`. The caller makes sure
+    /// the mask allows at least one token.
+    pub fn sample_allowed(&mut self, logits: &[f32], allowed: Option<&[u32]>) -> Sampled {
+        let masked;
+        let logits = match allowed {
+            Some(words) => {
+                masked = mask_logits(logits, words);
+                masked.as_slice()
+            }
+            None => logits,
+        };
         let (logprob, top_logprobs) = match self.params.logprobs {
             Some(top) => {
                 let logprobs = log_softmax(logits);
                 let mut best = top_indices(&logprobs, top);
+                best.retain(|&i| logprobs[i].is_finite());
                 best.sort_by(|a, b| logprobs[*b].total_cmp(&logprobs[*a]));
                 let top = best.into_iter().map(|i| (i as u32, logprobs[i])).collect();
                 (Some(logprobs), top)
@@ -159,8 +177,31 @@ impl Sampler {
                 return i as u32;
             }
         }
-        candidates[candidates.len() - 1] as u32
+        // Rounding left a sliver: the most likely candidate (never a masked one).
+        candidates[0] as u32
     }
+}
+
+/// Whether `allowed` (a bitset, bit `t % 32` of word `t / 32`) lets token `t` through.
+pub fn is_allowed(allowed: &[u32], token: usize) -> bool {
+    allowed
+        .get(token / 32)
+        .is_some_and(|word| word >> (token % 32) & 1 == 1)
+}
+
+/// `logits` with every token `allowed` forbids at minus infinity.
+fn mask_logits(logits: &[f32], allowed: &[u32]) -> Vec<f32> {
+    logits
+        .iter()
+        .enumerate()
+        .map(|(t, &l)| {
+            if is_allowed(allowed, t) {
+                l
+            } else {
+                f32::NEG_INFINITY
+            }
+        })
+        .collect()
 }
 
 /// Index of the largest value (the first of equals).
@@ -288,6 +329,35 @@ mod tests {
         let seen: std::collections::HashSet<_> =
             (0..200).map(|_| s.sample(&LOGITS).token).collect();
         assert_eq!(seen, [1, 2].into_iter().collect());
+    }
+
+    #[test]
+    fn a_mask_limits_every_sampler_and_renormalises_logprobs() {
+        // Tokens 0 and 4 only (bits 0 and 4).
+        let allowed = [0b1_0001u32];
+        let mut params = greedy();
+        params.logprobs = Some(5);
+        let sampled = Sampler::new(params).sample_allowed(&LOGITS, Some(&allowed));
+        assert_eq!(sampled.token, 0, "1.0 beats 0.0 once 1, 2 and 3 are masked");
+        let tokens: Vec<u32> = sampled.top_logprobs.iter().map(|(t, _)| *t).collect();
+        assert_eq!(tokens, [0, 4], "forbidden tokens are not reported");
+        let mass: f32 = sampled.top_logprobs.iter().map(|(_, l)| l.exp()).sum();
+        assert!((mass - 1.0).abs() < 1e-6, "renormalised: {mass}");
+        let mut hot = Sampler::new(SamplingParams {
+            temperature: 2.0,
+            top_k: Some(3),
+            logit_bias: HashMap::from([(2, 100.0)]),
+            seed: Some(5),
+            ..Default::default()
+        });
+        assert!((0..100).all(|_| {
+            let t = hot.sample_allowed(&LOGITS, Some(&allowed)).token;
+            t == 0 || t == 4
+        }));
+        assert!(
+            !is_allowed(&allowed, 40),
+            "past the mask's end is forbidden"
+        );
     }
 
     #[test]

@@ -14,4 +14,5 @@ pub use dequant::{GgmlType, dequantize, f16_to_f32, ggml_type_name};
 pub use detok::IncrementalDetokenizer;
 pub use file::{GgufFile, GgufTensorInfo};
 pub use tokenizer::GgufTokenizer;
+pub(crate) use tokenizer::unicode_to_byte;
 pub use value::GgufValue;

@@ -18,6 +18,7 @@ use super::extract::from_value;
 use super::inference::{resolve_json, unserved};
 use super::sampling_params::{CommonParams, MAX_TOP_LOGPROBS, choice_sampling};
 use super::sse::channel_response;
+use super::structured;
 use super::usage::UsageSink;
 use crate::auth::Identity;
 use crate::config::ModelKind;
@@ -129,14 +130,7 @@ pub async fn create(
             "tool calling is not supported by this deployment yet",
         ));
     }
-    if let Some(format) = &body.response_format
-        && format.get("type").and_then(Value::as_str) != Some("text")
-    {
-        return Err(HearthError::invalid_param(
-            "response_format",
-            "only `text` is supported by this deployment yet",
-        ));
-    }
+    let grammar = structured::response_format(body.response_format.as_ref())?;
     let logprobs = match (body.logprobs.unwrap_or(false), body.top_logprobs) {
         (_, Some(k)) if !(0..=MAX_TOP_LOGPROBS as i64).contains(&k) => {
             return Err(HearthError::invalid_param(
@@ -161,13 +155,18 @@ pub async fn create(
     let prompt_text = engine.render_chat(&messages(&body.messages)?)?;
     let prompt = engine.encode(&prompt_text, false)?;
     let max_tokens = engine.budget(prompt.len(), checked.max_tokens)?;
-    let choices = (0..checked.n)
-        .map(|i| {
+    let constraints =
+        structured::constraints(&engine, grammar, checked.n, "response_format").await?;
+    let choices = constraints
+        .into_iter()
+        .enumerate()
+        .map(|(i, constraint)| {
             engine.start(
                 prompt.clone(),
                 max_tokens,
                 choice_sampling(&checked.sampling, i),
                 checked.stops.clone(),
+                constraint,
             )
         })
         .collect::<Result<Vec<_>>>()?;

@@ -16,6 +16,7 @@ use super::extract::token_id_list;
 use super::inference::{resolve_json, unserved};
 use super::sampling_params::{CommonParams, choice_sampling};
 use super::sse::channel_response;
+use super::structured;
 use super::usage::UsageSink;
 use crate::auth::Identity;
 use crate::config::ModelKind;
@@ -37,6 +38,8 @@ struct CompletionRequest {
     echo: bool,
     suffix: Option<String>,
     logprobs: Option<i64>,
+    /// Not in OpenAI's legacy API: structured outputs for completions too, as vLLM has them.
+    response_format: Option<Value>,
     #[serde(flatten)]
     common: CommonParams,
 }
@@ -147,6 +150,15 @@ pub async fn create(
     // The legacy endpoint's default is 16 tokens.
     let max_tokens = checked.max_tokens.or(Some(16));
     let prompts = prompts(&engine, &body.prompt)?;
+    let grammar = structured::response_format(body.response_format.as_ref())?;
+    let mut constraints = structured::constraints(
+        &engine,
+        grammar,
+        prompts.len() * checked.n,
+        "response_format",
+    )
+    .await?
+    .into_iter();
     let mut choices = Vec::new();
     let mut echoes = Vec::new();
     let mut prompt_tokens = 0u64;
@@ -165,6 +177,7 @@ pub async fn create(
                 budget,
                 choice_sampling(&checked.sampling, i),
                 checked.stops.clone(),
+                constraints.next().flatten(),
             )?);
         }
     }

@@ -15,6 +15,7 @@ mod models;
 pub mod openapi;
 mod sampling_params;
 mod speech;
+mod structured;
 mod sse;
 mod transcript_formats;
 mod transcriptions;

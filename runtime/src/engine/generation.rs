@@ -7,6 +7,10 @@
 //! stopped or abandoned one leaves it at once, so a long generation never holds
 //! a short one back. Each round is one batched forward pass over all active
 //! sequences, each at its own cache position.
+//!
+//! Structured outputs: a sequence may carry a [`TokenConstraint`] (a grammar). Its mask of
+//! allowed next tokens depends only on the tokens already chosen, so the masks of a round are
+//! computed on a second thread while the forward pass runs, and applied before sampling.
 
 use hearth_models::sampling::{Sampled, Sampler, SamplingParams};
 use tokio::sync::mpsc::UnboundedSender;
@@ -40,6 +44,15 @@ pub trait Decoder: 'static {
     fn context_length(&self) -> usize;
 }
 
+/// A grammar deciding which tokens a sequence may take next.
+pub trait TokenConstraint: Send + std::fmt::Debug {
+    /// The tokens allowed at the next position, as a bitset (bit `t % 32` of word `t / 32`),
+    /// from the tokens committed so far. Only the end-of-sequence token once it is complete.
+    fn allowed(&mut self) -> std::result::Result<Vec<u32>, String>;
+    /// Records the token chosen.
+    fn commit(&mut self, token: u32) -> std::result::Result<(), String>;
+}
+
 /// Why a sequence ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FinishReason {
@@ -65,6 +78,8 @@ pub struct GenerationRequest {
     pub sampling: SamplingParams,
     /// Tokens that end the sequence (the model's end-of-sequence ids).
     pub stop_tokens: Vec<u32>,
+    /// The grammar the output must follow, if any.
+    pub constraint: Option<Box<dyn TokenConstraint>>,
     /// Dropping the receiver cancels the sequence at the next round.
     pub events: UnboundedSender<GenerationEvent>,
 }
@@ -121,10 +136,14 @@ impl GenerationQueue {
 struct Active<C> {
     request: GenerationRequest,
     sampler: Sampler,
+    constraint: Option<Box<dyn TokenConstraint>>,
     cache: C,
     next_input: Vec<u32>,
     generated: usize,
 }
+
+/// A round's masks, one per sequence (`None` for an unconstrained one).
+type Masks = Vec<Option<std::result::Result<Vec<u32>, String>>>;
 
 fn run_worker<D: Decoder>(
     decoder: &D,
@@ -150,9 +169,10 @@ fn run_worker<D: Decoder>(
     }
 }
 
-fn admit<D: Decoder>(decoder: &D, request: GenerationRequest) -> Active<D::Cache> {
+fn admit<D: Decoder>(decoder: &D, mut request: GenerationRequest) -> Active<D::Cache> {
     Active {
         sampler: Sampler::new(request.sampling.clone()),
+        constraint: request.constraint.take(),
         cache: decoder.new_cache(),
         next_input: request.prompt.clone(),
         generated: 0,
@@ -173,12 +193,21 @@ fn round<D: Decoder>(decoder: &D, active: &mut Vec<Active<D::Cache>>) {
     if active.is_empty() {
         return;
     }
-    let mut batch: Vec<(&[u32], &mut D::Cache)> = active
-        .iter_mut()
-        .map(|s| (s.next_input.as_slice(), &mut s.cache))
-        .collect();
+    let mut batch: Vec<(&[u32], &mut D::Cache)> = Vec::with_capacity(active.len());
+    let mut constraints = Vec::with_capacity(active.len());
+    for sequence in active.iter_mut() {
+        let Active {
+            next_input,
+            cache,
+            constraint,
+            ..
+        } = sequence;
+        batch.push((next_input.as_slice(), cache));
+        constraints.push(constraint.as_deref_mut());
+    }
     let started = std::time::Instant::now();
-    let all_logits = match decoder.forward_batch(&mut batch) {
+    let (all_logits, mut masks) = forward_with_masks(decoder, &mut batch, constraints);
+    let all_logits = match all_logits {
         Ok(logits) => logits,
         Err(e) => {
             tracing::error!(error = %e, sequences = active.len(), "forward pass failed");
@@ -195,19 +224,78 @@ fn round<D: Decoder>(decoder: &D, active: &mut Vec<Active<D::Cache>>) {
     metrics::histogram!("hearth_generation_batch_size").record(active.len() as f64);
     let mut index = 0;
     active.retain_mut(|sequence| {
-        let keep = sample(decoder, sequence, &all_logits[index]);
+        let keep = sample(decoder, sequence, &all_logits[index], masks[index].take());
         index += 1;
         keep
     });
 }
 
-/// Picks one sequence's next token and streams it; `false` when it is done.
-fn sample<D: Decoder>(decoder: &D, sequence: &mut Active<D::Cache>, logits: &[f32]) -> bool {
+/// The batch's forward pass and, on a second thread at the same time, the masks of its
+/// constrained sequences.
+fn forward_with_masks<D: Decoder>(
+    decoder: &D,
+    batch: &mut [(&[u32], &mut D::Cache)],
+    mut constraints: Vec<Option<&mut (dyn TokenConstraint + 'static)>>,
+) -> (std::result::Result<Vec<Vec<f32>>, String>, Masks) {
+    if constraints.iter().all(Option::is_none) {
+        return (
+            decoder.forward_batch(batch),
+            constraints.iter().map(|_| None).collect(),
+        );
+    }
+    let count = constraints.len();
+    std::thread::scope(|scope| {
+        let masking = scope.spawn(move || {
+            let started = std::time::Instant::now();
+            let masks: Masks = constraints
+                .iter_mut()
+                .map(|c| c.as_mut().map(|c| c.allowed()))
+                .collect();
+            metrics::histogram!("hearth_generation_mask_seconds")
+                .record(started.elapsed().as_secs_f64());
+            masks
+        });
+        let logits = decoder.forward_batch(batch);
+        let masks = masking.join().unwrap_or_else(|_| {
+            (0..count)
+                .map(|_| Some(Err("the grammar engine panicked".to_owned())))
+                .collect()
+        });
+        (logits, masks)
+    })
+}
+
+/// Picks one sequence's next token (among those its grammar allows) and streams it;
+/// `false` when it is done.
+fn sample<D: Decoder>(
+    decoder: &D,
+    sequence: &mut Active<D::Cache>,
+    logits: &[f32],
+    mask: Option<std::result::Result<Vec<u32>, String>>,
+) -> bool {
     let events = &sequence.request.events;
-    let sampled = sequence.sampler.sample(logits);
+    let sampled = match mask {
+        None => sequence.sampler.sample(logits),
+        Some(Err(e)) => {
+            let _ = events.send(GenerationEvent::Failed(format!("grammar: {e}")));
+            return false;
+        }
+        Some(Ok(words)) if words.iter().all(|&w| w == 0) => {
+            // Nothing can follow: the grammar is complete.
+            let _ = events.send(GenerationEvent::Finished(FinishReason::Stop));
+            return false;
+        }
+        Some(Ok(words)) => sequence.sampler.sample_allowed(logits, Some(&words)),
+    };
     metrics::counter!("hearth_generation_tokens_total").increment(1);
     if sequence.request.stop_tokens.contains(&sampled.token) {
         let _ = events.send(GenerationEvent::Finished(FinishReason::Stop));
+        return false;
+    }
+    if let Some(constraint) = sequence.constraint.as_mut()
+        && let Err(e) = constraint.commit(sampled.token)
+    {
+        let _ = events.send(GenerationEvent::Failed(format!("grammar: {e}")));
         return false;
     }
     sequence.generated += 1;
@@ -272,6 +360,7 @@ mod tests {
                 max_tokens,
                 sampling: greedy(),
                 stop_tokens: stop,
+                constraint: None,
                 events,
             })
             .unwrap();
@@ -321,6 +410,65 @@ mod tests {
         assert_eq!(b.0, vec![5, 6, 7, 8, 9]);
     }
 
+    /// Allows only even tokens, and only token 9 (the stop token) after three of them.
+    #[derive(Debug, Default)]
+    struct EvenThenStop {
+        committed: Vec<u32>,
+    }
+
+    impl TokenConstraint for EvenThenStop {
+        fn allowed(&mut self) -> std::result::Result<Vec<u32>, String> {
+            Ok(vec![if self.committed.len() < 3 {
+                0b01_0101_0101
+            } else {
+                1 << 9
+            }])
+        }
+        fn commit(&mut self, token: u32) -> std::result::Result<(), String> {
+            if token % 2 == 1 {
+                return Err(format!("{token} is odd"));
+            }
+            self.committed.push(token);
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn a_constraint_masks_each_step_and_ends_the_sequence() {
+        let queue =
+            GenerationQueue::start("t", GenerationOptions::default(), || Ok((Counting, ())))
+                .unwrap()
+                .0;
+        let (events, mut received) = unbounded_channel();
+        queue
+            .submit(GenerationRequest {
+                prompt: vec![1],
+                max_tokens: 100,
+                sampling: greedy(),
+                stop_tokens: vec![9],
+                constraint: Some(Box::new(EvenThenStop::default())),
+                events,
+            })
+            .unwrap();
+        // Unconstrained, the model would count 2, 3, 4...; the constraint allows only the
+        // even ones (all equally unlikely but 2) and then the stop token.
+        let (unconstrained, _) = run(&queue, vec![1], 3, vec![]).await;
+        assert_eq!(unconstrained, vec![2, 3, 4]);
+        let mut tokens = Vec::new();
+        while let Some(event) = received.recv().await {
+            match event {
+                GenerationEvent::Token(s) => tokens.push(s.token),
+                GenerationEvent::Finished(reason) => {
+                    assert_eq!(reason, FinishReason::Stop);
+                    break;
+                }
+                GenerationEvent::Failed(e) => panic!("{e}"),
+            }
+        }
+        assert_eq!(tokens.len(), 3);
+        assert!(tokens.iter().all(|t| t % 2 == 0), "{tokens:?}");
+    }
+
     #[tokio::test]
     async fn a_dropped_receiver_cancels() {
         let queue =
@@ -335,6 +483,7 @@ mod tests {
                 max_tokens: 1000,
                 sampling: greedy(),
                 stop_tokens: vec![],
+                constraint: None,
                 events,
             })
             .unwrap();

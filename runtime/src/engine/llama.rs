@@ -11,6 +11,7 @@ use hearth_models::gguf::{GgufFile, GgufTokenizer};
 use hearth_models::llama::{KvCache, LlamaModel};
 
 use super::generation::{Decoder, GenerationOptions, GenerationQueue};
+use super::grammar::GrammarEngine;
 use super::text::{TextCodec, TextEngine};
 use crate::config::DeviceChoice;
 use crate::error::{HearthError, Result};
@@ -65,6 +66,20 @@ impl TextCodec for GgufCodec {
     fn vocab_size(&self) -> usize {
         self.0.vocab_size()
     }
+
+    fn token_bytes(&self) -> Vec<Vec<u8>> {
+        (0..self.0.vocab_size() as u32)
+            .map(|id| match self.0.token_bytes(id) {
+                Some(bytes) if !bytes.is_empty() => bytes.to_vec(),
+                // A control token: it stands for no text, only for itself.
+                _ => {
+                    let mut marked = vec![0xFF];
+                    marked.extend(self.0.decode(&[id], false).unwrap_or_default().bytes());
+                    marked
+                }
+            })
+            .collect()
+    }
 }
 
 /// A Hugging Face tokenizer as the codec. `vocab_size` is the model's (checkpoints often
@@ -92,6 +107,10 @@ impl TextCodec for HfCodec {
 
     fn vocab_size(&self) -> usize {
         self.vocab_size
+    }
+
+    fn token_bytes(&self) -> Vec<Vec<u8>> {
+        self.tokenizer.token_bytes()
     }
 }
 
@@ -177,11 +196,19 @@ pub fn start_llama(
         })?;
         (parts, queue, context_length)
     };
+    let grammar = match parts.stop_tokens.first() {
+        Some(&eos) => GrammarEngine::new(parts.codec.clone(), parts.codec.vocab_size(), eos)
+            .map(Arc::new)
+            .map_err(|e| tracing::warn!(deployment = name, error = %e, "no structured outputs: the vocabulary does not make a token trie"))
+            .ok(),
+        None => None,
+    };
     tracing::info!(
         deployment = name,
         device = device_name,
         context_length,
         chat_template = parts.template.is_some(),
+        structured_outputs = grammar.is_some(),
         seconds = started.elapsed().as_secs_f32(),
         "chat model ready"
     );
@@ -191,5 +218,6 @@ pub fn start_llama(
         template: parts.template,
         stop_tokens: parts.stop_tokens,
         context_length,
+        grammar,
     })
 }

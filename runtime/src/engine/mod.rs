@@ -5,6 +5,7 @@
 mod device;
 mod embedding;
 pub mod generation;
+mod grammar;
 mod image;
 mod llama;
 mod speech;
@@ -15,6 +16,8 @@ mod worker;
 
 pub use device::{DeviceReport, list_devices, select_device};
 pub use embedding::{EmbeddingEngine, EmbeddingOptions};
+pub use generation::TokenConstraint;
+pub use grammar::{GrammarConstraint, GrammarEngine};
 pub use image::{ImageEngine, ImageFacts, ImageFamily, ImageOptions, MAX_EDIT_IMAGES};
 pub use llama::start_llama;
 pub use speech::{SpeechEngine, SpeechEvent, SpeechOptions};

@@ -7,7 +7,10 @@ use hearth_models::chat_template::{ChatMessage, ChatTemplate};
 use hearth_models::sampling::{Sampled, SamplingParams};
 use tokio::sync::mpsc::{UnboundedReceiver, unbounded_channel};
 
-use super::generation::{FinishReason, GenerationEvent, GenerationQueue, GenerationRequest};
+use super::generation::{
+    FinishReason, GenerationEvent, GenerationQueue, GenerationRequest, TokenConstraint,
+};
+use super::grammar::GrammarEngine;
 use super::text_stream::{Detokenizer, StopMatcher};
 use crate::error::{HearthError, Result};
 
@@ -17,6 +20,9 @@ pub trait TextCodec: Send + Sync + std::fmt::Debug {
     -> std::result::Result<Vec<u32>, String>;
     fn decode(&self, ids: &[u32]) -> std::result::Result<String, String>;
     fn vocab_size(&self) -> usize;
+    /// The bytes each token id stands for (special tokens as `0xFF` and their text), for the
+    /// grammar engine's token trie.
+    fn token_bytes(&self) -> Vec<Vec<u8>>;
 }
 
 /// A local chat/completion model, ready to take requests.
@@ -27,6 +33,9 @@ pub struct TextEngine {
     pub template: Option<ChatTemplate>,
     pub stop_tokens: Vec<u32>,
     pub context_length: usize,
+    /// Structured outputs and tool grammars; `None` when the vocabulary could not be read
+    /// into a token trie (then those requests are a 400).
+    pub grammar: Option<Arc<GrammarEngine>>,
 }
 
 /// One piece of a choice's output.
@@ -97,6 +106,7 @@ impl TextEngine {
         max_tokens: usize,
         sampling: SamplingParams,
         stops: Vec<String>,
+        constraint: Option<Box<dyn TokenConstraint>>,
     ) -> Result<ChoiceStream> {
         let (events, received) = unbounded_channel();
         self.queue.submit(GenerationRequest {
@@ -104,6 +114,7 @@ impl TextEngine {
             max_tokens,
             sampling,
             stop_tokens: self.stop_tokens.clone(),
+            constraint,
             events,
         })?;
         Ok(ChoiceStream {
