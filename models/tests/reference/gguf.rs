@@ -183,9 +183,9 @@ fn broken_files_name_what_is_wrong() {
         message.contains("`weight`") && message.contains("past the end"),
         "{message}"
     );
-    let message = err(tiny_gguf(6, &[0; 22], &[32]));
+    let message = err(tiny_gguf(16, &[0; 66], &[256]));
     assert!(
-        message.contains("`weight`") && message.contains("Q5_0"),
+        message.contains("`weight`") && message.contains("IQ2_XXS"),
         "{message}"
     );
     let message = err(tiny_gguf(2, &[0; 18], &[31]));
