@@ -1,6 +1,7 @@
 //! Llama-style decoder hyper-parameters, read from GGUF metadata (`{arch}.*` keys, `arch` being
-//! `general.architecture`: `llama` for Llama 2/3, SmolLM2 and Mistral GGUFs) or from a Hugging
-//! Face `config.json` (`model_type` `llama`, `mistral`, `qwen2` or `qwen3`).
+//! `general.architecture`: `llama` for Llama 2/3, SmolLM2 and Mistral GGUFs, `mistral`, and
+//! `qwen2`/`qwen3` for dense Qwen2, 2.5 and 3) or from a Hugging Face `config.json`
+//! (`model_type` `llama`, `mistral`, `qwen2` or `qwen3`).
 
 use std::path::Path;
 
@@ -114,13 +115,7 @@ impl LlamaConfig {
 
     /// Reads the configuration from `file`'s metadata, checking it is self-consistent.
     pub fn from_gguf(file: &GgufFile) -> Result<Self, ModelError> {
-        let arch = file.get_str("general.architecture")?;
-        if !matches!(arch, "llama" | "mistral") {
-            return Err(file.metadata_error(
-                "general.architecture",
-                format!("`{arch}` is not a Llama-style decoder (llama, mistral)"),
-            ));
-        }
+        let arch = gguf_architecture(file)?;
         let key = |name: &str| format!("{arch}.{name}");
         let optional = |name: &str| file.metadata().contains_key(&key(name));
         let num_heads = file.get_usize(&key("attention.head_count"))?;
@@ -130,11 +125,8 @@ impl LlamaConfig {
         } else {
             num_heads
         };
-        if num_heads == 0 || hidden_size % num_heads != 0 {
-            return Err(file.metadata_error(
-                &key("attention.head_count"),
-                format!("{num_heads} heads do not divide the width {hidden_size}"),
-            ));
+        if num_heads == 0 {
+            return Err(file.metadata_error(&key("attention.head_count"), "0 heads".into()));
         }
         if num_kv_heads == 0 || num_heads % num_kv_heads != 0 {
             return Err(file.metadata_error(
@@ -142,7 +134,27 @@ impl LlamaConfig {
                 format!("{num_kv_heads} KV heads do not divide {num_heads} query heads"),
             ));
         }
-        let head_dim = hidden_size / num_heads;
+        // Qwen3 states its head width (128 for every size, not hidden / heads); the others
+        // imply it.
+        let head_dim = if optional("attention.key_length") {
+            let width = file.get_usize(&key("attention.key_length"))?;
+            if optional("attention.value_length")
+                && file.get_usize(&key("attention.value_length"))? != width
+            {
+                return Err(file.metadata_error(
+                    &key("attention.value_length"),
+                    format!("differs from the key width {width} (one head width is supported)"),
+                ));
+            }
+            width
+        } else if hidden_size % num_heads == 0 {
+            hidden_size / num_heads
+        } else {
+            return Err(file.metadata_error(
+                &key("attention.head_count"),
+                format!("{num_heads} heads do not divide the width {hidden_size}"),
+            ));
+        };
         if head_dim % 2 != 0 {
             return Err(file.metadata_error(
                 &key("embedding_length"),
@@ -167,13 +179,76 @@ impl LlamaConfig {
                 10_000.0
             },
             rope_scaling: RopeScaling::None,
-            attention_bias: false,
-            qk_norm: false,
+            // Qwen2 always has them; a Llama-architecture file may (llama.cpp loads them when
+            // present), so the first layer's tensors decide.
+            attention_bias: arch == GgufArch::Qwen2
+                || file.tensor_info("blk.0.attn_q.bias").is_some(),
+            qk_norm: arch == GgufArch::Qwen3,
             rms_norm_eps: file.get_f64(&key("attention.layer_norm_rms_epsilon"))?,
             context_length: file.get_usize(&key("context_length"))?,
             vocab_size,
         })
     }
+}
+
+/// The `general.architecture` values read as a Llama-style decoder.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum GgufArch {
+    /// `llama` (Llama 2/3, SmolLM2, most fine-tunes).
+    Llama,
+    /// `mistral` (converted like `llama`).
+    Mistral,
+    /// `qwen2`: Qwen2 and Qwen2.5 (Q/K/V biases).
+    Qwen2,
+    /// `qwen3`: per-head q/k RMSNorm, an explicit head width.
+    Qwen3,
+}
+
+impl GgufArch {
+    /// Whether llama.cpp's converter permuted the Q and K rows for its interleaved RoPE.
+    /// It does so for the architectures it runs with "normal" RoPE (`llama`, `mistral`);
+    /// Qwen runs with NeoX RoPE, which is Hugging Face's rotate-half, so its rows are as
+    /// trained.
+    pub fn permutes_qk(self) -> bool {
+        matches!(self, Self::Llama | Self::Mistral)
+    }
+}
+
+impl std::fmt::Display for GgufArch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Llama => "llama",
+            Self::Mistral => "mistral",
+            Self::Qwen2 => "qwen2",
+            Self::Qwen3 => "qwen3",
+        })
+    }
+}
+
+/// `general.architecture` of `file`, refused unless it is a dense Llama-style decoder.
+pub(crate) fn gguf_architecture(file: &GgufFile) -> Result<GgufArch, ModelError> {
+    let arch = file.get_str("general.architecture")?;
+    Ok(match arch {
+        "llama" => GgufArch::Llama,
+        "mistral" => GgufArch::Mistral,
+        "qwen2" => GgufArch::Qwen2,
+        "qwen3" => GgufArch::Qwen3,
+        "qwen2moe" | "qwen3moe" => {
+            return Err(file.metadata_error(
+                "general.architecture",
+                format!(
+                    "`{arch}` is a mixture-of-experts model, which is not supported \
+                     (dense qwen2 and qwen3 are)"
+                ),
+            ));
+        }
+        other => {
+            return Err(file.metadata_error(
+                "general.architecture",
+                format!("`{other}` is not a Llama-style decoder (llama, mistral, qwen2, qwen3)"),
+            ));
+        }
+    })
 }
 
 /// The fields of a Hugging Face `config.json` a Llama-style decoder needs.

@@ -4,26 +4,30 @@
 //!
 //! | GGUF | role | kept as |
 //! |------|------|---------|
-//! | `token_embd.weight` | embeddings `[vocab, hidden]` | as is; also the LM head when `output.weight` is absent (tied, SmolLM2) |
-//! | `output_norm.weight`, `output.weight` | final RMSNorm, LM head | as is |
+//! | `token_embd.weight` | embeddings `[vocab, hidden]` | as is; also the LM head when `output.weight` is absent (tied: SmolLM2) |
+//! | `output_norm.weight`, `output.weight` | final RMSNorm, LM head (untied: Qwen2.5-Coder) | as is |
 //! | `attn_norm.weight`, `ffn_norm.weight` | RMSNorm weights | as is |
-//! | `attn_q.weight`, `attn_k.weight` | Q, K `[out, in]`, rows permuted by llama.cpp | un-permuted, then fused into `qkv` |
+//! | `attn_q.weight`, `attn_k.weight` | Q, K `[out, in]`, rows permuted by llama.cpp for `llama`/`mistral` | un-permuted where permuted, then fused into `qkv` |
+//! | `attn_q.bias`, `attn_k.bias`, `attn_v.bias` | Q/K/V biases (`qwen2`; a `llama` file may have them) | un-permuted like the rows, fused into `qkv_bias` |
+//! | `attn_q_norm.weight`, `attn_k_norm.weight` | per-head RMSNorm of q and k before RoPE (`qwen3`), `[head_dim]` | `qk_norm` |
 //! | `rope_freqs.weight` | per-frequency RoPE divisors (Llama 3.1+) | into the config's RoPE scaling |
 //! | `attn_v.weight` | V | fused into `qkv` `[hidden, (heads + 2·kv_heads)·head_dim]` |
 //! | `attn_output.weight` | output projection | transposed to `[in, out]` |
 //! | `ffn_gate.weight`, `ffn_up.weight` | SwiGLU | fused into `gate_up` `[hidden, 2·ffn]` |
 //! | `ffn_down.weight` | SwiGLU down | transposed to `[ffn, hidden]` |
 //!
-//! **RoPE layout.** llama.cpp's converter permutes the rows of Q and K within each head from
-//! Hugging Face's half-split order to its interleaved order: GGUF row `h·d + 2i + j` holds HF
-//! row `h·d + j·d/2 + i` (`d` the head width, `i < d/2`, `j ∈ {0, 1}`). The loader undoes that,
-//! so the model uses Hugging Face's rotate-half RoPE. The numpy reference instead keeps the GGUF
-//! rows and applies llama.cpp's interleaved RoPE; agreement between the two checks the
-//! un-permutation.
+//! **RoPE layout.** For the `llama` and `mistral` architectures llama.cpp's converter permutes
+//! the rows of Q and K (and their biases) within each head from Hugging Face's half-split order
+//! to its interleaved order: GGUF row `h·d + 2i + j` holds HF row `h·d + j·d/2 + i` (`d` the
+//! head width, `i < d/2`, `j ∈ {0, 1}`). The loader undoes that, so the model uses Hugging
+//! Face's rotate-half RoPE. `qwen2`/`qwen3` files are not permuted (llama.cpp runs them with
+//! NeoX RoPE, which is rotate-half), so their rows are kept. The numpy references keep the
+//! GGUF rows and apply llama.cpp's RoPE for each (interleaved for SmolLM2, NeoX for Qwen);
+//! agreement checks the choice.
 
 use burn::prelude::*;
 
-use super::config::LlamaConfig;
+use super::config::{LlamaConfig, gguf_architecture};
 use super::weights::{LlamaLayer, LlamaWeights, Matrix, fused_transposed, log_progress, vector};
 use crate::ModelError;
 use crate::gguf::GgufFile;
@@ -85,18 +89,51 @@ pub(crate) fn load_weights(
     let q_rows = config.num_heads * config.head_dim;
     let kv_rows = config.num_kv_heads * config.head_dim;
     let norm = |name: &str| Ok::<_, ModelError>(vector(vector_values(file, name, hidden)?, device));
+    let permuted = gguf_architecture(file)?.permutes_qk();
+    let unpermute = |m: Matrix, heads: usize| {
+        if permuted {
+            unpermute_rows(m, heads)
+        } else {
+            m
+        }
+    };
     let layers = (0..config.num_layers)
         .map(|i| {
             let name = |part: &str| format!("blk.{i}.{part}.weight");
-            let q = unpermute_rows(
+            let q = unpermute(
                 matrix(file, &name("attn_q"), q_rows, hidden)?,
                 config.num_heads,
             );
-            let k = unpermute_rows(
+            let k = unpermute(
                 matrix(file, &name("attn_k"), kv_rows, hidden)?,
                 config.num_kv_heads,
             );
             let v = matrix(file, &name("attn_v"), kv_rows, hidden)?;
+            let qkv_bias = if config.attention_bias {
+                // A bias is a one-column matrix: it un-permutes like its rows.
+                let bias = |part: &str, rows: usize| {
+                    let values = vector_values(file, &format!("blk.{i}.{part}.bias"), rows)?;
+                    Ok::<_, ModelError>(Matrix {
+                        values,
+                        rows,
+                        cols: 1,
+                    })
+                };
+                let mut fused = unpermute(bias("attn_q", q_rows)?, config.num_heads).values;
+                fused.extend(unpermute(bias("attn_k", kv_rows)?, config.num_kv_heads).values);
+                fused.extend(bias("attn_v", kv_rows)?.values);
+                Some(vector(fused, device))
+            } else {
+                None
+            };
+            let qk_norm = if config.qk_norm {
+                let norm = |part: &str| {
+                    vector_values(file, &name(part), config.head_dim).map(|v| vector(v, device))
+                };
+                Some((norm("attn_q_norm")?, norm("attn_k_norm")?))
+            } else {
+                None
+            };
             let o = matrix(file, &name("attn_output"), hidden, q_rows)?;
             let gate = matrix(file, &name("ffn_gate"), ffn, hidden)?;
             let up = matrix(file, &name("ffn_up"), ffn, hidden)?;
@@ -105,8 +142,8 @@ pub(crate) fn load_weights(
             Ok(LlamaLayer {
                 attn_norm: norm(&name("attn_norm"))?,
                 qkv: fused_transposed(&[q, k, v], device),
-                qkv_bias: None,
-                qk_norm: None,
+                qkv_bias,
+                qk_norm,
                 attn_output: fused_transposed(&[o], device),
                 ffn_norm: norm(&name("ffn_norm"))?,
                 gate_up: fused_transposed(&[gate, up], device),

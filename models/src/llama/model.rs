@@ -43,8 +43,8 @@ impl LlamaModel {
         }
     }
 
-    /// Loads `path` (a GGUF file of a Llama-architecture model) onto `device`, dequantising
-    /// every weight to f32.
+    /// Loads `path` (a GGUF file whose `general.architecture` is `llama`, `mistral`, `qwen2` or
+    /// `qwen3`) onto `device`, dequantising every weight to f32.
     pub fn load_gguf(path: &Path, device: &Device) -> Result<Self, ModelError> {
         Self::from_gguf(&GgufFile::open(path)?, device)
     }
@@ -61,9 +61,10 @@ impl LlamaModel {
                 RopeScaling::Divisors(divisors.into_iter().map(f64::from).collect());
         }
         let weights = gguf_weights::load_weights(file, &config, device)?;
-        tracing::info!(path = %file.path().display(), layers = config.num_layers,
-            hidden = config.hidden_size, elapsed_ms = start.elapsed().as_millis(),
-            "loaded GGUF Llama model");
+        tracing::info!(path = %file.path().display(),
+            arch = file.get_str("general.architecture").unwrap_or_default(),
+            layers = config.num_layers, hidden = config.hidden_size,
+            elapsed_ms = start.elapsed().as_millis(), "loaded GGUF decoder");
         Ok(Self::new(config, weights, device))
     }
 
