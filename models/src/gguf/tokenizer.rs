@@ -2,26 +2,53 @@
 //!
 //! Supported: `tokenizer.ggml.model = "gpt2"` (byte-level BPE) with the pre-tokenizers
 //! llama.cpp calls `smollm`/`starcoder`/`refact` (each digit on its own, then GPT-2's
-//! byte-level split) and `gpt2`/`default` (GPT-2's split only). Read from the metadata:
-//! `tokenizer.ggml.tokens` (vocabulary, id = index), `tokenizer.ggml.merges` (`"a b"` pairs in
-//! rank order), `tokenizer.ggml.token_type` (type 3, *control*, becomes a special token matched
-//! before BPE), `tokenizer.ggml.{bos,eos,eot,unknown,padding}_token_id`,
+//! byte-level split), `gpt2`/`default` (GPT-2's split only) and `qwen2` (Qwen2/2.5/3: NFC, then
+//! [`QWEN2_SPLIT`] as an isolating split, then byte-level mapping without GPT-2's regex, as
+//! Qwen's own `tokenizer.json` does). Read from the metadata: `tokenizer.ggml.tokens`
+//! (vocabulary, id = index), `tokenizer.ggml.merges` (`"a b"` pairs in rank order),
+//! `tokenizer.ggml.token_type`, `tokenizer.ggml.{bos,eos,eot,unknown,padding}_token_id`,
 //! `tokenizer.ggml.add_bos_token` and `tokenizer.chat_template`.
+//!
+//! Token types (llama.cpp's): 3, *control* (`<|im_start|>`), becomes a special token matched
+//! before BPE and left out of decoded text when asked; 4, *user-defined* (Qwen's
+//! `<tool_call>`), becomes an added token matched whole but not special: it is ordinary text
+//! the model writes, so it decodes into the text. A user-defined token's text is stored as is,
+//! not in byte-level form.
 
 use std::path::PathBuf;
 
 use tokenizers::decoders::byte_level::ByteLevel as ByteLevelDecoder;
 use tokenizers::models::bpe::{BPE, Vocab};
+use tokenizers::normalizers::NFC;
 use tokenizers::pre_tokenizers::byte_level::ByteLevel;
 use tokenizers::pre_tokenizers::digits::Digits;
 use tokenizers::pre_tokenizers::sequence::Sequence;
-use tokenizers::{AddedToken, PreTokenizerWrapper, Tokenizer};
+use tokenizers::pre_tokenizers::split::{Split, SplitPattern};
+use tokenizers::{AddedToken, PreTokenizerWrapper, SplitDelimiterBehavior, Tokenizer};
 
 use super::GgufFile;
 use crate::ModelError;
 
 /// `tokenizer.ggml.token_type` of control tokens (`<|im_start|>`).
 const CONTROL: i64 = 3;
+/// `tokenizer.ggml.token_type` of user-defined tokens (`<tool_call>`).
+const USER_DEFINED: i64 = 4;
+
+/// Qwen2's pre-tokenizer split (llama.cpp's `qwen2`, Qwen's `tokenizer.json`): GPT-2's, but
+/// case-insensitive contractions, a letter run may take one leading non-letter, digits one at a
+/// time, and punctuation runs keep their trailing newlines.
+pub const QWEN2_SPLIT: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+
+/// How text is cut into words before BPE (`tokenizer.ggml.pre`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PreTokenizer {
+    /// GPT-2's byte-level split.
+    Gpt2,
+    /// Each digit apart, then GPT-2's split (`smollm`, `starcoder`, `refact`).
+    DigitsThenGpt2,
+    /// [`QWEN2_SPLIT`] after NFC (`qwen2`).
+    Qwen2,
+}
 
 /// A byte-level BPE tokenizer built from GGUF metadata.
 pub struct GgufTokenizer {
@@ -50,7 +77,7 @@ impl std::fmt::Debug for GgufTokenizer {
 }
 
 /// GPT-2's byte-to-character table, inverted: the byte each vocabulary character stands for.
-fn unicode_to_byte(c: char) -> Option<u8> {
+pub(crate) fn unicode_to_byte(c: char) -> Option<u8> {
     let printable = |b: u32| matches!(b, 33..=126 | 161..=172 | 174..=255);
     let code = u32::from(c);
     if code < 256 && printable(code) {
@@ -75,17 +102,18 @@ impl GgufTokenizer {
                 format!("`{model}` is not supported (only `gpt2`, byte-level BPE)"),
             ));
         }
-        let digits_apart = match file
+        let pre_tokenizer = match file
             .metadata()
             .get("tokenizer.ggml.pre")
             .and_then(|v| v.as_str())
         {
-            Some("smollm" | "starcoder" | "refact") => true,
-            None | Some("gpt2" | "default") => false,
+            Some("smollm" | "starcoder" | "refact") => PreTokenizer::DigitsThenGpt2,
+            None | Some("gpt2" | "default") => PreTokenizer::Gpt2,
+            Some("qwen2") => PreTokenizer::Qwen2,
             Some(other) => {
                 return Err(file.metadata_error(
                     "tokenizer.ggml.pre",
-                    format!("pre-tokenizer `{other}` is not supported (smollm, starcoder, refact, gpt2 are)"),
+                    format!("pre-tokenizer `{other}` is not supported (smollm, starcoder, refact, gpt2, qwen2 are)"),
                 ));
             }
         };
@@ -101,6 +129,7 @@ impl GgufTokenizer {
             None => vec![1; tokens.len()],
         };
         let is_control = |id: usize| types.get(id) == Some(&CONTROL);
+        let is_user_defined = |id: usize| types.get(id) == Some(&USER_DEFINED);
 
         let vocab: Vocab = tokens
             .iter()
@@ -131,13 +160,33 @@ impl GgufTokenizer {
             .build()
             .map_err(|e| tokenizer_error(e.to_string()))?;
         let mut inner = Tokenizer::new(bpe);
-        let byte_level = ByteLevel::new(false, true, true);
-        let mut pre: Vec<PreTokenizerWrapper> = Vec::new();
-        if digits_apart {
-            pre.push(Digits::new(true).into());
+        match pre_tokenizer {
+            PreTokenizer::Gpt2 | PreTokenizer::DigitsThenGpt2 => {
+                let mut pre: Vec<PreTokenizerWrapper> = Vec::new();
+                if pre_tokenizer == PreTokenizer::DigitsThenGpt2 {
+                    pre.push(Digits::new(true).into());
+                }
+                pre.push(ByteLevel::new(false, true, true).into());
+                inner.with_pre_tokenizer(Some(Sequence::new(pre)));
+            }
+            PreTokenizer::Qwen2 => {
+                // Qwen's tokenizer.json normalises to NFC; llama.cpp does not. NFC is what the
+                // model was trained on, so text in another form gets the trained ids here.
+                inner
+                    .with_normalizer(Some(NFC))
+                    .map_err(|e| tokenizer_error(e.to_string()))?;
+                let split = Split::new(
+                    SplitPattern::Regex(QWEN2_SPLIT.into()),
+                    SplitDelimiterBehavior::Isolated,
+                    false,
+                )
+                .map_err(|e| tokenizer_error(format!("the qwen2 split: {e}")))?;
+                // The split did the word boundaries: byte-level mapping only, no GPT-2 regex.
+                let pre: Vec<PreTokenizerWrapper> =
+                    vec![split.into(), ByteLevel::new(false, false, false).into()];
+                inner.with_pre_tokenizer(Some(Sequence::new(pre)));
+            }
         }
-        pre.push(byte_level.into());
-        inner.with_pre_tokenizer(Some(Sequence::new(pre)));
         inner.with_decoder(Some(ByteLevelDecoder::default()));
         let specials: Vec<AddedToken> = (0..tokens.len())
             .filter(|&id| is_control(id))
@@ -146,6 +195,14 @@ impl GgufTokenizer {
         inner
             .add_special_tokens(specials)
             .map_err(|e| tokenizer_error(e.to_string()))?;
+        // Matched on the raw text, as Qwen's tokenizer.json has them (`normalized: false`).
+        let user_defined: Vec<AddedToken> = (0..tokens.len())
+            .filter(|&id| is_user_defined(id))
+            .map(|id| AddedToken::from(tokens[id].to_string(), false).normalized(false))
+            .collect();
+        inner
+            .add_tokens(user_defined)
+            .map_err(|e| tokenizer_error(e.to_string()))?;
 
         let token_bytes = tokens
             .iter()
@@ -153,6 +210,9 @@ impl GgufTokenizer {
             .map(|(id, token)| {
                 if is_control(id) {
                     return Ok(Vec::new());
+                }
+                if is_user_defined(id) {
+                    return Ok(token.as_bytes().to_vec());
                 }
                 token
                     .chars()
@@ -227,7 +287,8 @@ impl GgufTokenizer {
             .map_err(|e| ModelError::Tokenize(e.to_string()))
     }
 
-    /// The bytes token `id` stands for (empty for control tokens), `None` for an unknown id.
+    /// The bytes token `id` stands for (empty for control tokens; a user-defined token's own
+    /// UTF-8 text), `None` for an unknown id.
     pub fn token_bytes(&self, id: u32) -> Option<&[u8]> {
         self.token_bytes.get(id as usize).map(Vec::as_slice)
     }
