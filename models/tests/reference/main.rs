@@ -10,6 +10,7 @@ mod dcgan;
 mod gguf;
 mod llama;
 mod qwen;
+mod qwen_gguf;
 mod rdn;
 mod vits;
 mod whisper;
