@@ -1,16 +1,18 @@
 //! `POST /v1/chat/completions` on a local model: the model's own chat template,
-//! sampling, stop strings, `n` choices, log-probabilities, and SSE streaming
-//! with OpenAI's chunk rules (role first, one `finish_reason` per choice, the
-//! usage chunk only when `stream_options.include_usage` asks for it).
+//! sampling, stop strings, `n` choices, log-probabilities, structured outputs, tool calls,
+//! reasoning, and SSE streaming with OpenAI's chunk rules (role first, one `finish_reason`
+//! per choice, the usage chunk only when `stream_options.include_usage` asks for it).
 
 use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
-use hearth_models::chat_template::ChatMessage;
+use llguidance::api::TopLevelGrammar;
 use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::{Map, Value, json};
 
 use super::AppState;
+use super::chat_answer::{AnswerShape, StreamShaper};
+use super::chat_prompt;
 use super::completion_run::{
     ChoiceOutput, StreamSpec, collect, logprob_entry, stream_choices, usage_json,
 };
@@ -19,10 +21,13 @@ use super::inference::{resolve_json, unserved};
 use super::sampling_params::{CommonParams, MAX_TOP_LOGPROBS, choice_sampling};
 use super::sse::channel_response;
 use super::structured;
+use super::tools::format::{Enforcement, ToolFormat};
+use super::tools::split::Reasoning;
+use super::tools::{ToolChoice, ToolFields, ToolRequest, tool_request};
 use super::usage::UsageSink;
 use crate::auth::Identity;
 use crate::config::ModelKind;
-use crate::engine::Backend;
+use crate::engine::{Backend, TextEngine};
 use crate::error::{ErrorEnvelope, HearthError, Result};
 use crate::store::now_unix;
 
@@ -44,67 +49,55 @@ struct ChatRequest {
     logprobs: Option<bool>,
     top_logprobs: Option<i64>,
     response_format: Option<Value>,
-    tools: Option<Vec<Value>>,
+    tools: Option<Value>,
+    tool_choice: Option<Value>,
+    parallel_tool_calls: Option<bool>,
+    functions: Option<Value>,
+    function_call: Option<Value>,
+    /// vLLM's: extra variables for the chat template (`{"enable_thinking": false}`).
+    chat_template_kwargs: Option<Map<String, Value>>,
     #[serde(flatten)]
     common: CommonParams,
 }
 
-fn messages(raw: &[Value]) -> Result<Vec<ChatMessage>> {
-    if raw.is_empty() {
-        return Err(HearthError::invalid_param(
-            "messages",
-            "`messages` must not be empty",
-        ));
+/// The grammar a choice runs under: a forced call, else the `response_format`, else (with
+/// `tool_choice: "auto"`) calls held to their schemas once the model starts one.
+fn choice_grammar(
+    tools: Option<&ToolRequest>,
+    format: ToolFormat,
+    response_format: Option<TopLevelGrammar>,
+) -> (Option<TopLevelGrammar>, &'static str) {
+    let callable = tools.map(ToolRequest::callable).unwrap_or_default();
+    let Some(request) = tools.filter(|_| !callable.is_empty()) else {
+        return (response_format, "response_format");
+    };
+    let param = if request.legacy { "functions" } else { "tools" };
+    match (&request.choice, response_format) {
+        (ToolChoice::Required | ToolChoice::Named(_), _) => (
+            Some(format.grammar(&callable, Enforcement::Forced, request.parallel)),
+            param,
+        ),
+        (_, Some(grammar)) => (Some(grammar), "response_format"),
+        _ => (
+            Some(format.grammar(&callable, Enforcement::Lazy, request.parallel)),
+            param,
+        ),
     }
-    raw.iter()
-        .enumerate()
-        .map(|(i, m)| {
-            let param = format!("messages[{i}]");
-            let role = match m.get("role").and_then(Value::as_str) {
-                Some("developer") => "system",
-                Some(r @ ("system" | "user" | "assistant" | "tool")) => r,
-                _ => {
-                    return Err(HearthError::invalid_param(
-                        format!("{param}.role"),
-                        "role must be system, developer, user, assistant or tool",
-                    ));
-                }
-            };
-            let content = match m.get("content") {
-                Some(Value::String(s)) => s.clone(),
-                None | Some(Value::Null) => String::new(),
-                Some(Value::Array(parts)) => parts
-                    .iter()
-                    .map(|p| {
-                        match (
-                            p.get("type").and_then(Value::as_str),
-                            p.get("text").and_then(Value::as_str),
-                        ) {
-                            (Some("text"), Some(text)) => Ok(text),
-                            (kind, _) => Err(HearthError::invalid_param(
-                                format!("{param}.content"),
-                                format!(
-                                    "content part of type {} is not supported by this model",
-                                    kind.unwrap_or("?")
-                                ),
-                            )),
-                        }
-                    })
-                    .collect::<Result<Vec<_>>>()?
-                    .join(""),
-                Some(_) => {
-                    return Err(HearthError::invalid_param(
-                        format!("{param}.content"),
-                        "content must be a string or a list of parts",
-                    ));
-                }
-            };
-            Ok(ChatMessage {
-                role: role.to_owned(),
-                content,
-            })
-        })
-        .collect()
+}
+
+/// Whether and how the model thinks: templates that know `</think>` may, and a prompt
+/// that ends inside `<think>` already does.
+fn reasoning_of(engine: &TextEngine, prompt: &str) -> Reasoning {
+    match &engine.template {
+        Some(t) if t.source().contains("</think>") => {
+            if prompt.trim_end().ends_with("<think>") {
+                Reasoning::Thinking
+            } else {
+                Reasoning::MayThink
+            }
+        }
+        _ => Reasoning::Off,
+    }
 }
 
 /// Creates a chat completion (JSON, or SSE with `stream: true`).
@@ -124,13 +117,14 @@ pub async fn create(
         return Err(unserved(resolved.deployment, ENDPOINT));
     };
     let body: ChatRequest = from_value(resolved.body)?;
-    if body.tools.as_ref().is_some_and(|t| !t.is_empty()) {
-        return Err(HearthError::invalid_param(
-            "tools",
-            "tool calling is not supported by this deployment yet",
-        ));
-    }
-    let grammar = structured::response_format(body.response_format.as_ref())?;
+    let tools = tool_request(ToolFields {
+        tools: body.tools.as_ref(),
+        tool_choice: body.tool_choice.as_ref(),
+        parallel_tool_calls: body.parallel_tool_calls,
+        functions: body.functions.as_ref(),
+        function_call: body.function_call.as_ref(),
+    })?;
+    let response_format = structured::response_format(body.response_format.as_ref())?;
     let logprobs = match (body.logprobs.unwrap_or(false), body.top_logprobs) {
         (_, Some(k)) if !(0..=MAX_TOP_LOGPROBS as i64).contains(&k) => {
             return Err(HearthError::invalid_param(
@@ -152,11 +146,25 @@ pub async fn create(
         logprobs,
         engine.codec.vocab_size(),
     )?;
-    let prompt_text = engine.render_chat(&messages(&body.messages)?)?;
+    let (prompt_text, format) = chat_prompt::render(
+        &engine,
+        &body.messages,
+        tools.as_ref(),
+        body.chat_template_kwargs.as_ref(),
+    )?;
     let prompt = engine.encode(&prompt_text, false)?;
     let max_tokens = engine.budget(prompt.len(), checked.max_tokens)?;
-    let constraints =
-        structured::constraints(&engine, grammar, checked.n, "response_format").await?;
+    let (grammar, grammar_param) = choice_grammar(tools.as_ref(), format, response_format);
+    let constraints = structured::constraints(&engine, grammar, checked.n, grammar_param).await?;
+    let shape = AnswerShape {
+        reasoning: reasoning_of(&engine, &prompt_text),
+        tools: tools
+            .as_ref()
+            .filter(|t| t.choice != ToolChoice::None)
+            .map(|t| t.tools.iter().map(|spec| spec.name.clone()).collect()),
+        parallel: tools.as_ref().is_none_or(|t| t.parallel),
+        legacy: tools.as_ref().is_some_and(|t| t.legacy),
+    };
     let choices = constraints
         .into_iter()
         .enumerate()
@@ -186,11 +194,12 @@ pub async fn create(
             .iter()
             .enumerate()
             .map(|(index, out)| {
+                let (message, finish_reason) = shape.message(&out.text, out.finish_reason);
                 json!({
                     "index": index,
-                    "message": {"role": "assistant", "content": out.text},
+                    "message": message,
                     "logprobs": with_logprobs.then(|| json!({"content": out.tokens.iter().map(|t| logprob_entry(&engine, t)).collect::<Vec<_>>()})),
-                    "finish_reason": out.finish_reason,
+                    "finish_reason": finish_reason,
                 })
             })
             .collect();
@@ -210,19 +219,33 @@ pub async fn create(
     let prelude = (0..checked.n)
         .map(|index| json!({"index": index, "delta": {"role": "assistant", "content": ""}, "logprobs": null, "finish_reason": null}))
         .collect();
+    let mut shapers: Vec<StreamShaper> = (0..checked.n)
+        .map(|_| StreamShaper::new(shape.clone()))
+        .collect();
     let render = move |index: usize, output: ChoiceOutput| match output {
         ChoiceOutput::Text { text, token } => {
-            if text.is_empty() && !with_logprobs {
-                return None;
+            let mut deltas = shapers[index].push(text);
+            if with_logprobs && deltas.is_empty() {
+                deltas.push(json!({"content": ""}));
             }
             let logprobs =
                 with_logprobs.then(|| json!({"content": token.iter().map(|t| logprob_entry(&engine, t)).collect::<Vec<_>>()}));
-            Some(
-                json!({"index": index, "delta": {"content": text}, "logprobs": logprobs, "finish_reason": null}),
-            )
+            deltas
+                .into_iter()
+                .enumerate()
+                .map(|(i, delta)| {
+                    let logprobs = if i == 0 { logprobs.clone() } else { None };
+                    json!({"index": index, "delta": delta, "logprobs": logprobs, "finish_reason": null})
+                })
+                .collect()
         }
         ChoiceOutput::Finished(reason) => {
-            Some(json!({"index": index, "delta": {}, "logprobs": null, "finish_reason": reason}))
+            let (deltas, reason) = shapers[index].finish(reason);
+            deltas
+                .into_iter()
+                .map(|delta| json!({"index": index, "delta": delta, "logprobs": null, "finish_reason": null}))
+                .chain([json!({"index": index, "delta": {}, "logprobs": null, "finish_reason": reason})])
+                .collect()
         }
     };
     let spec = StreamSpec {

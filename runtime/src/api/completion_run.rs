@@ -101,14 +101,14 @@ pub struct StreamSpec {
 
 /// Streams every choice as SSE chunks: `header` (id, object, created, model)
 /// around each chunk's `choices`, the `prelude` choices first, then one chunk per
-/// event that `render` turns into a choice object (`None` skips it), the usage
+/// choice object `render` makes of an event (none skips it), the usage
 /// chunk only when `include_usage`, then `[DONE]`; usage is recorded once every
 /// choice has finished.
 pub async fn stream_choices(
     sender: SseSender,
     spec: StreamSpec,
     choices: Vec<ChoiceStream>,
-    render: impl Fn(usize, ChoiceOutput) -> Option<Value>,
+    mut render: impl FnMut(usize, ChoiceOutput) -> Vec<Value>,
 ) {
     let StreamSpec {
         header,
@@ -143,10 +143,10 @@ pub async fn stream_choices(
         if let ChoiceOutput::Text { token: Some(_), .. } = &output {
             completion_tokens += 1;
         }
-        if let Some(choice) = render(index, output)
-            && !sender.json(&chunk(json!([choice]))).await
-        {
-            return;
+        for choice in render(index, output) {
+            if !sender.json(&chunk(json!([choice]))).await {
+                return;
+            }
         }
     }
     usage.record(prompt_tokens, completion_tokens);

@@ -229,13 +229,13 @@ pub async fn create(
     let render = move |index: usize, output: ChoiceOutput| match output {
         ChoiceOutput::Text { text, token } => {
             if text.is_empty() && logprobs.is_none() {
-                return None;
+                return Vec::new();
             }
             let lp = logprobs.map(|_| legacy_logprobs(&engine, token.as_slice(), 0));
-            Some(json!({"index": index, "text": text, "logprobs": lp, "finish_reason": null}))
+            vec![json!({"index": index, "text": text, "logprobs": lp, "finish_reason": null})]
         }
         ChoiceOutput::Finished(reason) => {
-            Some(json!({"index": index, "text": "", "logprobs": null, "finish_reason": reason}))
+            vec![json!({"index": index, "text": "", "logprobs": null, "finish_reason": reason})]
         }
     };
     let spec = StreamSpec {

@@ -1,6 +1,8 @@
 //! The HTTP API: shared state, the router, and one module per route family.
 
 mod chat;
+mod chat_answer;
+mod chat_prompt;
 mod completion_run;
 mod completions;
 mod embeddings;
@@ -15,8 +17,9 @@ mod models;
 pub mod openapi;
 mod sampling_params;
 mod speech;
-mod structured;
 mod sse;
+mod structured;
+mod tools;
 mod transcript_formats;
 mod transcriptions;
 mod usage;

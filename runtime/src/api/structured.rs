@@ -18,7 +18,12 @@ fn compact_options() -> Value {
 }
 
 /// `schema` with the compact-JSON options added.
-pub fn json_grammar(mut schema: Value) -> TopLevelGrammar {
+pub fn json_grammar(schema: Value) -> TopLevelGrammar {
+    TopLevelGrammar::from_json_schema(compact(schema))
+}
+
+/// `schema` with the compact-JSON options added, the schema's own `x-guidance` winning.
+pub fn compact(mut schema: Value) -> Value {
     if let Value::Object(map) = &mut schema {
         let mut options = compact_options();
         if let (Some(Value::Object(theirs)), Value::Object(ours)) =
@@ -28,7 +33,7 @@ pub fn json_grammar(mut schema: Value) -> TopLevelGrammar {
         }
         map.insert("x-guidance".to_owned(), options);
     }
-    TopLevelGrammar::from_json_schema(schema)
+    schema
 }
 
 /// The grammar `response_format` asks for; `None` for plain text.
@@ -148,7 +153,8 @@ mod tests {
 
     #[test]
     fn the_compact_options_yield_to_the_schemas_own() {
-        let grammar = json_grammar(json!({"type": "object", "x-guidance": {"item_separator": ", "}}));
+        let grammar =
+            json_grammar(json!({"type": "object", "x-guidance": {"item_separator": ", "}}));
         let schema = grammar.grammars[0].json_schema.clone().unwrap();
         assert_eq!(schema["x-guidance"]["item_separator"], ", ");
         assert_eq!(schema["x-guidance"]["whitespace_flexible"], false);

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use hearth_models::chat_template::{ChatMessage, ChatTemplate};
+use hearth_models::chat_template::ChatTemplate;
 use hearth_models::sampling::{Sampled, SamplingParams};
 use tokio::sync::mpsc::{UnboundedReceiver, unbounded_channel};
 
@@ -53,16 +53,6 @@ pub enum ChoiceEvent {
 }
 
 impl TextEngine {
-    /// The prompt for chat `messages`, from the model's own template.
-    pub fn render_chat(&self, messages: &[ChatMessage]) -> Result<String> {
-        let template = self.template.as_ref().ok_or_else(|| {
-            HearthError::invalid("this model has no chat template; use /v1/completions")
-        })?;
-        template
-            .render(messages, true)
-            .map_err(|e| HearthError::invalid_param("messages", e.to_string()))
-    }
-
     pub fn encode(&self, text: &str, add_special_tokens: bool) -> Result<Vec<u32>> {
         self.codec
             .encode(text, add_special_tokens)
