@@ -47,7 +47,10 @@ pub struct GrammarEngine {
 impl std::fmt::Debug for GrammarEngine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("GrammarEngine")
-            .field("vocab_size", &self.factory.tok_env().tok_trie().vocab_size())
+            .field(
+                "vocab_size",
+                &self.factory.tok_env().tok_trie().vocab_size(),
+            )
             .finish()
     }
 }
@@ -171,7 +174,11 @@ mod tests {
         let mut c = engine
             .constraint(TopLevelGrammar::from_json_schema(schema))
             .unwrap();
-        assert_eq!(allowed_ids(&mut c), [2], "a JSON string starts with a quote");
+        assert_eq!(
+            allowed_ids(&mut c),
+            [2],
+            "a JSON string starts with a quote"
+        );
         c.commit(2).unwrap();
         assert_eq!(allowed_ids(&mut c), [4, 5], "only the two words");
         c.commit(5).unwrap();
