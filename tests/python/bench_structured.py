@@ -8,6 +8,7 @@ compilation (both once per request; time to first token is reported beside it).
 Run: HEARTH_BIN=~/.cache/hearth/target/debug/hearth .venv/bin/python tests/python/bench_structured.py
 """
 
+import json
 import pathlib
 import re
 import sys
@@ -29,9 +30,18 @@ SCHEMA = {"type": "json_schema", "json_schema": {"name": "story", "schema": {
     "required": ["title", "story"], "additionalProperties": False}}}
 TOOLS = [{"type": "function", "function": {"name": "get_weather", "parameters": {
     "type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}]
+# The fallback system message SmolLM2 gets with TOOLS (README, "Templates without tools"):
+# the control row with the same prompt and no grammar separates the grammar's cost from
+# the longer prompt's.
+FALLBACK = (
+    "You can call functions to help with the user's request. The functions, as JSON Schema:\n"
+    "<tools>\n" + json.dumps(TOOLS[0], separators=(",", ":")) + "\n</tools>\n"
+    "To call a function, answer with only this block for each call:\n"
+    "<tool_call>\n{\"name\": <function name>, \"arguments\": <arguments as a JSON object>}\n</tool_call>")
 MODES = {
     "none": {},
     "json_schema": {"response_format": SCHEMA},
+    "none, tools' prompt": {"messages": [{"role": "system", "content": FALLBACK}] + PROMPT},
     "tools auto (lazy)": {"tools": TOOLS},
 }
 
@@ -51,9 +61,10 @@ def run(client, extra, streams):
         start = time.perf_counter()
         first = last = None
         tokens = 0
+        kwargs = {"messages": PROMPT, **extra}
         for chunk in client.chat.completions.create(
-                model="smollm2", messages=PROMPT, temperature=0, max_tokens=MAX_TOKENS,
-                stream=True, stream_options={"include_usage": True}, **extra):
+                model="smollm2", temperature=0, max_tokens=MAX_TOKENS,
+                stream=True, stream_options={"include_usage": True}, **kwargs):
             now = time.perf_counter()
             if chunk.usage:
                 tokens = chunk.usage.completion_tokens
