@@ -4,6 +4,10 @@
 //! whole answer when it ends. A non-streamed answer goes through the same splitter in one
 //! push, so the joined stream always equals it.
 //!
+//! A code fence is held only until it shows whether it may hold a call: one whose info string
+//! is neither empty nor `json`, or whose body does not open with `{` or `[`, is code, and
+//! streams as content to its closing fence (a coding model's answers are not held to the end).
+//!
 //! Reasoning and content are trimmed: leading whitespace is dropped and trailing whitespace
 //! is held until more text follows it.
 
@@ -58,6 +62,21 @@ impl Trimmed {
     }
 }
 
+/// Where the content scan stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Scan {
+    /// Plain text.
+    Text,
+    /// At a fence (`scanned` is its first backtick) not yet known to be code or a call.
+    Fence,
+    /// Inside a fenced code block: content until the closing fence.
+    Code,
+    /// A call (or what may be one) has begun: no more content is shown until the end.
+    Call,
+}
+
+const FENCE: &str = "```";
+
 #[derive(Debug, PartialEq, Eq)]
 enum Phase {
     /// Not yet known whether the answer opens with `<think>`.
@@ -79,8 +98,7 @@ pub struct OutputSplitter {
     content: String,
     /// How much of `content` has been passed to `shown`.
     scanned: usize,
-    /// A call (or what may be one) has begun: no more content is shown until the end.
-    in_call: bool,
+    scan: Scan,
     shown: Trimmed,
 }
 
@@ -108,7 +126,7 @@ impl OutputSplitter {
             tools,
             content: String::new(),
             scanned: 0,
-            in_call: false,
+            scan: Scan::Text,
             shown: Trimmed::default(),
         }
     }
@@ -170,29 +188,76 @@ impl OutputSplitter {
             }
             return;
         }
-        if self.in_call {
-            return;
+        loop {
+            match self.scan {
+                Scan::Call => return,
+                Scan::Text => {
+                    let unscanned = &self.content[self.scanned..];
+                    let opening = !self.shown.started && {
+                        let t = self.content.trim_start();
+                        t.starts_with('{') || t.starts_with('[')
+                    };
+                    if opening {
+                        self.scan = Scan::Call;
+                        return;
+                    }
+                    let marker = CALL_MARKERS
+                        .iter()
+                        .filter_map(|m| unscanned.find(m).map(|at| (at, *m)))
+                        .min();
+                    match marker {
+                        Some((at, m)) => {
+                            self.show(at, pieces);
+                            self.scan = if m == FENCE { Scan::Fence } else { Scan::Call };
+                        }
+                        None => {
+                            let ready = unscanned.len() - held_suffix(unscanned, &CALL_MARKERS);
+                            self.show(ready, pieces);
+                            return;
+                        }
+                    }
+                }
+                Scan::Fence => {
+                    let rest = &self.content[self.scanned + FENCE.len()..];
+                    let Some(line_end) = rest.find('\n') else {
+                        return;
+                    };
+                    let info = rest[..line_end].trim();
+                    let body = rest[line_end + 1..].trim_start();
+                    let may_be_call = info.is_empty() || info.eq_ignore_ascii_case("json");
+                    if may_be_call && body.is_empty() {
+                        return;
+                    }
+                    if may_be_call && (body.starts_with('{') || body.starts_with('[')) {
+                        self.scan = Scan::Call;
+                        return;
+                    }
+                    self.show(FENCE.len() + line_end + 1, pieces);
+                    self.scan = Scan::Code;
+                }
+                Scan::Code => {
+                    let unscanned = &self.content[self.scanned..];
+                    match unscanned.find(FENCE) {
+                        Some(at) => {
+                            self.show(at + FENCE.len(), pieces);
+                            self.scan = Scan::Text;
+                        }
+                        None => {
+                            let ready = unscanned.len() - held_suffix(unscanned, &[FENCE]);
+                            self.show(ready, pieces);
+                            return;
+                        }
+                    }
+                }
+            }
         }
-        let unscanned = &self.content[self.scanned..];
-        let opening = !self.shown.started && {
-            let t = self.content.trim_start();
-            t.starts_with('{') || t.starts_with('[')
-        };
-        let marker = CALL_MARKERS.iter().filter_map(|m| unscanned.find(m)).min();
-        let ready = match (opening, marker) {
-            (true, _) => {
-                self.in_call = true;
-                0
-            }
-            (false, Some(at)) => {
-                self.in_call = true;
-                at
-            }
-            (false, None) => unscanned.len() - held_suffix(unscanned, &CALL_MARKERS),
-        };
-        let ready_text = unscanned[..ready].to_owned();
-        self.scanned += ready;
-        let out = self.shown.push(&ready_text);
+    }
+
+    /// Shows the next `len` bytes of the content.
+    fn show(&mut self, len: usize, pieces: &mut Vec<Piece>) {
+        let text = self.content[self.scanned..self.scanned + len].to_owned();
+        self.scanned += len;
+        let out = self.shown.push(&text);
         if !out.is_empty() {
             pieces.push(Piece::Content(out));
         }
@@ -309,6 +374,44 @@ mod tests {
             assert_eq!(content, text);
             assert!(calls.is_empty());
         }
+    }
+
+    #[test]
+    fn code_streams_as_it_comes_and_a_fenced_call_is_still_a_call() {
+        // The code shows before the answer ends: everything up to the last token.
+        let mut splitter = OutputSplitter::new(Reasoning::Off, tools());
+        let mut shown = String::new();
+        for piece in [
+            "Sure:\n```py",
+            "thon\ndef add(a, b):\n",
+            "    return a + b\n``",
+            "`\nThat is it.",
+        ] {
+            for p in splitter.push(piece) {
+                if let Piece::Content(t) = p {
+                    shown.push_str(&t);
+                }
+            }
+        }
+        assert_eq!(
+            shown,
+            "Sure:\n```python\ndef add(a, b):\n    return a + b\n```\nThat is it."
+        );
+        let text = "Calling it.\n```json\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Oslo\"}}\n```";
+        for size in [1, 5, 200] {
+            let (_, content, calls, pieces) = streamed(text, size, Reasoning::Off, tools());
+            assert_eq!(content, "Calling it.", "size {size}");
+            assert_eq!(calls.len(), 1);
+            assert!(
+                pieces
+                    .iter()
+                    .all(|p| !matches!(p, Piece::Content(t) if t.contains("get_weather"))),
+                "{pieces:?}"
+            );
+        }
+        // A fence of JSON data that is no call comes back whole at the end.
+        let data = "```json\n[1, 2]\n```";
+        assert_eq!(streamed(data, 2, Reasoning::Off, tools()).1, data);
     }
 
     #[test]
