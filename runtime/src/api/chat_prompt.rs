@@ -168,12 +168,10 @@ fn without_tool_support(messages: Vec<Value>, tools: Option<&ToolRequest>) -> Ve
             m
         })
         .collect();
-    let shown: Vec<_> = tools.map(ToolRequest::callable).unwrap_or_default();
     if let Some(request) = tools
         && request.shown().is_some()
     {
-        let all: Vec<_> = request.tools.iter().collect();
-        let prompt = fallback_system_prompt(if shown.is_empty() { &all } else { &shown });
+        let prompt = fallback_system_prompt(&request.callable());
         match out.first_mut() {
             Some(first) if first["role"] == "system" => {
                 let theirs = first["content"].as_str().unwrap_or_default();

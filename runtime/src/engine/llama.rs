@@ -125,6 +125,9 @@ struct TokenizerParts {
     stop_tokens: Vec<u32>,
 }
 
+/// Reads a model's weights on the worker thread.
+type ModelLoad = Box<dyn FnOnce() -> Result<LlamaModel> + Send>;
+
 /// Loads a chat model — a GGUF file or a Hugging Face checkpoint folder — onto its own
 /// worker thread.
 pub fn start_llama(
@@ -135,7 +138,7 @@ pub fn start_llama(
 ) -> Result<TextEngine> {
     let (device, device_name) = super::select_device(device)?;
     let started = std::time::Instant::now();
-    let (parts, queue, context_length) = if path.is_dir() {
+    let (parts, load): (TokenizerParts, ModelLoad) = if path.is_dir() {
         let config = hearth_models::llama::LlamaConfig::from_hf_config(&path.join("config.json"))
             .map_err(model_error)?;
         let tokenizer = ChatTokenizer::load(path).map_err(model_error)?;
@@ -159,12 +162,10 @@ pub fn start_llama(
             }),
         };
         let dir = path.to_path_buf();
-        let (queue, context_length) = GenerationQueue::start(name, options, move || {
-            let model = LlamaModel::load_hf(&dir, &device).map_err(model_error)?;
-            let context_length = model.config().context_length;
-            Ok((model, context_length))
-        })?;
-        (parts, queue, context_length)
+        (
+            parts,
+            Box::new(move || LlamaModel::load_hf(&dir, &device).map_err(model_error)),
+        )
     } else {
         // One read of the file serves the HTTP side's tokenizer and the worker's weights.
         let file = GgufFile::open(path).map_err(model_error)?;
@@ -189,20 +190,32 @@ pub fn start_llama(
             stop_tokens: tokenizer.stop_ids().to_vec(),
             codec: Arc::new(GgufCodec(tokenizer)),
         };
-        let (queue, context_length) = GenerationQueue::start(name, options, move || {
-            let model = LlamaModel::from_gguf(&file, &device).map_err(model_error)?;
-            let context_length = model.config().context_length;
-            Ok((model, context_length))
-        })?;
-        (parts, queue, context_length)
+        (
+            parts,
+            Box::new(move || LlamaModel::from_gguf(&file, &device).map_err(model_error)),
+        )
     };
-    let grammar = match parts.stop_tokens.first() {
-        Some(&eos) => GrammarEngine::new(parts.codec.clone(), parts.codec.vocab_size(), eos)
-            .map(Arc::new)
-            .map_err(|e| tracing::warn!(deployment = name, error = %e, "no structured outputs: the vocabulary does not make a token trie"))
-            .ok(),
-        None => None,
+    // The token trie and the grammar factory are built while the worker loads the weights.
+    let grammar = {
+        let (codec, eos, deployment) = (
+            parts.codec.clone(),
+            parts.stop_tokens.first().copied(),
+            name.to_owned(),
+        );
+        std::thread::spawn(move || {
+            let engine = GrammarEngine::new(codec.clone(), codec.vocab_size(), eos?);
+            engine
+                .map(Arc::new)
+                .map_err(|e| tracing::warn!(deployment, error = %e, "no structured outputs: the vocabulary does not make a token trie"))
+                .ok()
+        })
     };
+    let (queue, context_length) = GenerationQueue::start(name, options, move || {
+        let model = load()?;
+        let context_length = model.config().context_length;
+        Ok((model, context_length))
+    })?;
+    let grammar = grammar.join().ok().flatten();
     tracing::info!(
         deployment = name,
         device = device_name,

@@ -100,7 +100,7 @@ impl ToolFormat {
             lark.push_str(&format!(
                 "body_{i}: {} args_{i} \"}}\"\nargs_{i}: %json {}\n",
                 literal(&head),
-                compact(tool.parameters.clone())
+                compact(tool.parameters().clone())
             ));
             bodies.push(format!("body_{i}"));
         }
@@ -187,7 +187,6 @@ mod tests {
                                 "required": ["city"]});
         ToolSpec {
             name: name.into(),
-            parameters: parameters.clone(),
             definition: json!({"type": "function", "function": {"name": name, "parameters": parameters}}),
         }
     }

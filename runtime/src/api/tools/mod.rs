@@ -16,10 +16,16 @@ use crate::error::{HearthError, Result};
 #[derive(Debug, Clone, PartialEq)]
 pub struct ToolSpec {
     pub name: String,
-    /// The JSON Schema of the arguments object.
-    pub parameters: Value,
-    /// The definition as templates get it: `{"type": "function", "function": {...}}`.
+    /// The definition as templates get it: `{"type": "function", "function": {...}}`, its
+    /// `parameters` always a JSON Schema object.
     pub definition: Value,
+}
+
+impl ToolSpec {
+    /// The JSON Schema of the arguments object.
+    pub fn parameters(&self) -> &Value {
+        &self.definition["function"]["parameters"]
+    }
 }
 
 /// Which calls the model may or must make.
@@ -95,10 +101,9 @@ fn function_spec(function: &Value, param: &str) -> Result<ToolSpec> {
         }
     };
     let mut function = function.clone();
-    function["parameters"] = parameters.clone();
+    function["parameters"] = parameters;
     Ok(ToolSpec {
         name: name.to_owned(),
-        parameters,
         definition: json!({"type": "function", "function": function}),
     })
 }
@@ -288,7 +293,7 @@ mod tests {
         .unwrap();
         assert!(request.legacy && !request.parallel);
         assert_eq!(request.choice, ToolChoice::Named("lookup".into()));
-        assert_eq!(request.tools[0].parameters["type"], "object");
+        assert_eq!(request.tools[0].parameters()["type"], "object");
     }
 
     #[test]

@@ -25,8 +25,11 @@ pub struct Parsed {
     pub calls: Vec<ParsedCall>,
 }
 
+/// A Markdown code fence.
+pub const FENCE: &str = "```";
+
 /// Text markers that start a call in some format (a fence too, and a leading `{` or `[`).
-pub const CALL_MARKERS: [&str; 4] = ["<tool_call>", "[TOOL_CALLS]", "<|python_tag|>", "```"];
+pub const CALL_MARKERS: [&str; 4] = ["<tool_call>", "[TOOL_CALLS]", "<|python_tag|>", FENCE];
 
 /// A call object: `name` plus `arguments` (or Llama's `parameters`), arguments as an
 /// object or as a JSON string.
@@ -79,15 +82,26 @@ struct Found {
     calls: Vec<ParsedCall>,
 }
 
-fn hermes(text: &str, known: &[&str]) -> Option<Found> {
-    let (open, close) = ("<tool_call>", "</tool_call>");
+/// Every `open … close` block whose body is calls (the last block may lack its `close`);
+/// with `info_line`, the rest of the opening line (a fence's language) is not body.
+fn blocks(
+    text: &str,
+    known: &[&str],
+    (open, close): (&str, &str),
+    info_line: bool,
+) -> Option<Found> {
     let mut found = Found {
         spans: Vec::new(),
         calls: Vec::new(),
     };
     let mut from = 0;
     while let Some(at) = text[from..].find(open).map(|i| i + from) {
-        let body_start = at + open.len();
+        let mut body_start = at + open.len();
+        if info_line {
+            body_start = text[body_start..]
+                .find('\n')
+                .map_or(text.len(), |i| body_start + i + 1);
+        }
         let (body_end, end) = match text[body_start..].find(close) {
             Some(i) => (body_start + i, body_start + i + close.len()),
             None => (text.len(), text.len()),
@@ -101,6 +115,10 @@ fn hermes(text: &str, known: &[&str]) -> Option<Found> {
         from = end;
     }
     (!found.calls.is_empty()).then_some(found)
+}
+
+fn hermes(text: &str, known: &[&str]) -> Option<Found> {
+    blocks(text, known, ("<tool_call>", "</tool_call>"), false)
 }
 
 fn mistral(text: &str, known: &[&str]) -> Option<Found> {
@@ -174,27 +192,7 @@ fn llama(text: &str, known: &[&str]) -> Option<Found> {
 }
 
 fn fenced(text: &str, known: &[&str]) -> Option<Found> {
-    let mut found = Found {
-        spans: Vec::new(),
-        calls: Vec::new(),
-    };
-    let mut from = 0;
-    while let Some(at) = text[from..].find("```").map(|i| i + from) {
-        let info_end = text[at + 3..].find('\n').map_or(text.len(), |i| at + 3 + i);
-        let body_start = (info_end + 1).min(text.len());
-        let (body_end, end) = match text[body_start..].find("```") {
-            Some(i) => (body_start + i, body_start + i + 3),
-            None => (text.len(), text.len()),
-        };
-        if let Ok(value) = serde_json::from_str::<Value>(text[body_start..body_end].trim())
-            && let Some(calls) = calls_of(&value, known)
-        {
-            found.calls.extend(calls);
-            found.spans.push((at, end));
-        }
-        from = end;
-    }
-    (!found.calls.is_empty()).then_some(found)
+    blocks(text, known, (FENCE, FENCE), true)
 }
 
 fn bare(text: &str, known: &[&str]) -> Option<Found> {

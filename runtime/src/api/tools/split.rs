@@ -11,7 +11,7 @@
 //! Reasoning and content are trimmed: leading whitespace is dropped and trailing whitespace
 //! is held until more text follows it.
 
-use super::parse::{CALL_MARKERS, ParsedCall, parse_calls};
+use super::parse::{CALL_MARKERS, FENCE, ParsedCall, parse_calls};
 
 const THINK_OPEN: &str = "<think>";
 const THINK_CLOSE: &str = "</think>";
@@ -74,8 +74,6 @@ enum Scan {
     /// A call (or what may be one) has begun: no more content is shown until the end.
     Call,
 }
-
-const FENCE: &str = "```";
 
 #[derive(Debug, PartialEq, Eq)]
 enum Phase {
