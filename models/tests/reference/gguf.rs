@@ -14,7 +14,7 @@ use serde::Deserialize;
 
 /// Both sides compute `d·q + m` in f32 from the same half-precision scales; numpy may fuse or
 /// order the two operations differently, so allow a few ulps relative to the value.
-fn close(got: f32, want: f32) -> bool {
+pub(crate) fn close(got: f32, want: f32) -> bool {
     (got - want).abs() <= 1e-6 + 1e-6 * want.abs()
 }
 
@@ -24,20 +24,63 @@ struct Fixture {
     tensors: Vec<TensorCase>,
 }
 
-#[derive(Deserialize)]
-struct Block {
+/// A hand-built block of one ggml type and the values the gguf package dequantised it to.
+#[derive(Debug, Deserialize)]
+pub(crate) struct Block {
     #[serde(rename = "type")]
-    name: String,
-    type_id: u32,
-    hex: String,
-    values: Vec<f32>,
+    pub name: String,
+    pub type_id: u32,
+    pub hex: String,
+    pub values: Vec<f32>,
 }
 
-#[derive(Deserialize)]
-struct TensorCase {
-    name: String,
-    first: Vec<f32>,
-    sum: f64,
+/// A real file's tensor: its first dequantised values and the sum of all of them.
+#[derive(Debug, Deserialize)]
+pub(crate) struct TensorCase {
+    pub name: String,
+    #[serde(rename = "type", default)]
+    pub type_name: Option<String>,
+    pub first: Vec<f32>,
+    pub sum: f64,
+}
+
+/// Dequantises every block and compares it with the package's values; returns the type names.
+pub(crate) fn check_blocks(blocks: &[Block]) -> Vec<String> {
+    blocks
+        .iter()
+        .map(|block| {
+            let ty = GgmlType::from_id(block.type_id)
+                .unwrap_or_else(|| panic!("{} unsupported", block.name));
+            assert_eq!(ty.to_string(), block.name);
+            let bytes = unhex(&block.hex);
+            assert_eq!(
+                ty.bytes_for(block.values.len()),
+                Some(bytes.len()),
+                "{}",
+                block.name
+            );
+            let got = dequantize(ty, &bytes, block.values.len());
+            for (i, (&g, &w)) in got.iter().zip(&block.values).enumerate() {
+                assert!(close(g, w), "{} element {i}: {g} vs {w}", block.name);
+            }
+            block.name.clone()
+        })
+        .collect()
+}
+
+/// Dequantises `case`'s tensor of `file` and compares its first values and its sum.
+pub(crate) fn check_tensor(file: &GgufFile, case: &TensorCase) {
+    let (values, _) = file.dequantize(&case.name).expect("dequantises");
+    for (i, (&g, &w)) in values.iter().zip(&case.first).enumerate() {
+        assert!(close(g, w), "{} element {i}: {g} vs {w}", case.name);
+    }
+    let sum: f64 = values.iter().map(|&v| f64::from(v)).sum();
+    assert!(
+        (sum - case.sum).abs() <= 1e-6 * values.len() as f64,
+        "{} sum {sum} vs {}",
+        case.name,
+        case.sum
+    );
 }
 
 fn fixture() -> Fixture {
@@ -46,7 +89,7 @@ fn fixture() -> Fixture {
         .expect("fixture parses")
 }
 
-fn unhex(hex: &str) -> Vec<u8> {
+pub(crate) fn unhex(hex: &str) -> Vec<u8> {
     (0..hex.len())
         .step_by(2)
         .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).expect("hex"))
@@ -55,25 +98,7 @@ fn unhex(hex: &str) -> Vec<u8> {
 
 #[test]
 fn synthetic_blocks_match_gguf_package() {
-    let fixture = fixture();
-    let mut seen = Vec::new();
-    for block in &fixture.blocks {
-        let ty = GgmlType::from_id(block.type_id)
-            .unwrap_or_else(|| panic!("{} unsupported", block.name));
-        assert_eq!(ty.to_string(), block.name);
-        let bytes = unhex(&block.hex);
-        assert_eq!(
-            ty.bytes_for(block.values.len()),
-            Some(bytes.len()),
-            "{}",
-            block.name
-        );
-        let got = dequantize(ty, &bytes, block.values.len());
-        for (i, (&g, &w)) in got.iter().zip(&block.values).enumerate() {
-            assert!(close(g, w), "{} element {i}: {g} vs {w}", block.name);
-        }
-        seen.push(block.name.clone());
-    }
+    let seen = check_blocks(&fixture().blocks);
     for name in ["F16", "BF16", "Q8_0", "Q4_0", "Q4_1", "Q4_K", "Q6_K"] {
         assert!(
             seen.iter().any(|s| s == name),
@@ -101,22 +126,25 @@ fn real_file_header_and_tensors() {
         Some(48_900)
     );
     for case in fixture().tensors {
-        let (values, _) = file.dequantize(&case.name).expect("dequantises");
-        for (i, (&g, &w)) in values.iter().zip(&case.first).enumerate() {
-            assert!(close(g, w), "{} element {i}: {g} vs {w}", case.name);
-        }
-        let sum: f64 = values.iter().map(|&v| f64::from(v)).sum();
-        assert!(
-            (sum - case.sum).abs() <= 1e-6 * values.len() as f64,
-            "{} sum {sum} vs {}",
-            case.name,
-            case.sum
-        );
+        check_tensor(&file, &case);
     }
 }
 
-/// A minimal GGUF v3 file: one u32 and one string-array metadata entry, one tensor.
-fn tiny_gguf(type_id: u32, data: &[u8], dims: &[u64]) -> Vec<u8> {
+/// A metadata value of a hand-built GGUF file.
+pub(crate) enum Meta<'a> {
+    U32(u32),
+    Str(&'a str),
+    StrArray(&'a [&'a str]),
+}
+
+/// A minimal GGUF v3 file: the `metadata` entries and one tensor `weight` of ggml type
+/// `type_id` holding `data` (`dims` innermost first).
+pub(crate) fn gguf_bytes(
+    metadata: &[(&str, Meta<'_>)],
+    type_id: u32,
+    data: &[u8],
+    dims: &[u64],
+) -> Vec<u8> {
     let string = |out: &mut Vec<u8>, s: &str| {
         out.extend((s.len() as u64).to_le_bytes());
         out.extend(s.as_bytes());
@@ -124,16 +152,26 @@ fn tiny_gguf(type_id: u32, data: &[u8], dims: &[u64]) -> Vec<u8> {
     let mut out = b"GGUF".to_vec();
     out.extend(3u32.to_le_bytes());
     out.extend(1u64.to_le_bytes()); // tensors
-    out.extend(2u64.to_le_bytes()); // metadata
-    string(&mut out, "test.count");
-    out.extend(4u32.to_le_bytes());
-    out.extend(7u32.to_le_bytes());
-    string(&mut out, "test.names");
-    out.extend(9u32.to_le_bytes());
-    out.extend(8u32.to_le_bytes());
-    out.extend(2u64.to_le_bytes());
-    string(&mut out, "a");
-    string(&mut out, "bé");
+    out.extend((metadata.len() as u64).to_le_bytes());
+    for (key, value) in metadata {
+        string(&mut out, key);
+        match value {
+            Meta::U32(v) => {
+                out.extend(4u32.to_le_bytes());
+                out.extend(v.to_le_bytes());
+            }
+            Meta::Str(v) => {
+                out.extend(8u32.to_le_bytes());
+                string(&mut out, v);
+            }
+            Meta::StrArray(items) => {
+                out.extend(9u32.to_le_bytes());
+                out.extend(8u32.to_le_bytes());
+                out.extend((items.len() as u64).to_le_bytes());
+                items.iter().for_each(|item| string(&mut out, item));
+            }
+        }
+    }
     string(&mut out, "weight");
     out.extend((dims.len() as u32).to_le_bytes());
     dims.iter().for_each(|d| out.extend(d.to_le_bytes()));
@@ -142,6 +180,15 @@ fn tiny_gguf(type_id: u32, data: &[u8], dims: &[u64]) -> Vec<u8> {
     out.resize(out.len().next_multiple_of(32), 0);
     out.extend(data);
     out
+}
+
+/// One u32 and one string-array metadata entry, one tensor.
+fn tiny_gguf(type_id: u32, data: &[u8], dims: &[u64]) -> Vec<u8> {
+    let metadata = [
+        ("test.count", Meta::U32(7)),
+        ("test.names", Meta::StrArray(&["a", "bé"])),
+    ];
+    gguf_bytes(&metadata, type_id, data, dims)
 }
 
 #[test]

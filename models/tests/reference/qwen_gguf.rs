@@ -10,12 +10,13 @@
 //! module takes ~20 s, most of it loading (494 M weights dequantised to f32).
 
 use crate::common;
+use crate::gguf::{Block, Meta, TensorCase, check_blocks, check_tensor, gguf_bytes};
 
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use hearth_models::chat_template::{ChatMessage, ChatTemplate};
-use hearth_models::gguf::{GgmlType, GgufFile, GgufTokenizer, IncrementalDetokenizer, dequantize};
+use hearth_models::gguf::{GgmlType, GgufFile, GgufTokenizer, IncrementalDetokenizer};
 use hearth_models::llama::{LlamaModel, RopeScaling, argmax};
 use hearth_models::{ModelError, cpu_device};
 use serde::Deserialize;
@@ -26,11 +27,6 @@ use unicode_normalization::UnicodeNormalization;
 /// magnitude ~15. Un-permuting Q/K as for `llama` files moves them by more than 1 (the
 /// " Paris" logit after "The capital of France is" by 1.5).
 const LOGIT_ABS_DIFF: f32 = 2e-4;
-/// See `gguf.rs`: the same f32 operations on the same half-precision scales.
-fn close(got: f32, want: f32) -> bool {
-    (got - want).abs() <= 1e-6 + 1e-6 * want.abs()
-}
-
 const TOOL_CALL: u32 = 151_657;
 const IM_END: u32 = 151_645;
 
@@ -69,24 +65,6 @@ struct Chat {
 struct Dequant {
     blocks: Vec<Block>,
     tensors: Vec<TensorCase>,
-}
-
-#[derive(Debug, Deserialize)]
-struct Block {
-    #[serde(rename = "type")]
-    name: String,
-    type_id: u32,
-    hex: String,
-    values: Vec<f32>,
-}
-
-#[derive(Debug, Deserialize)]
-struct TensorCase {
-    name: String,
-    #[serde(rename = "type")]
-    type_name: String,
-    first: Vec<f32>,
-    sum: f64,
 }
 
 fn model_path() -> PathBuf {
@@ -256,28 +234,10 @@ fn greedy_chat_through_the_files_template_answers_paris() {
     assert!(text.contains("Paris"), "{text:?}");
 }
 
-fn unhex(hex: &str) -> Vec<u8> {
-    (0..hex.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).expect("hex"))
-        .collect()
-}
-
 #[test]
 fn dequantisation_matches_gguf_package() {
     let fixture = fixture().dequant;
-    for block in &fixture.blocks {
-        let ty = GgmlType::from_id(block.type_id)
-            .unwrap_or_else(|| panic!("{} unsupported", block.name));
-        assert_eq!(ty.to_string(), block.name);
-        let bytes = unhex(&block.hex);
-        assert_eq!(ty.bytes_for(block.values.len()), Some(bytes.len()));
-        let got = dequantize(ty, &bytes, block.values.len());
-        for (i, (&g, &w)) in got.iter().zip(&block.values).enumerate() {
-            assert!(close(g, w), "{} element {i}: {g} vs {w}", block.name);
-        }
-    }
-    let names: Vec<&str> = fixture.blocks.iter().map(|b| b.name.as_str()).collect();
+    let names = check_blocks(&fixture.blocks);
     assert_eq!(names, ["Q5_0", "Q5_1", "Q2_K", "Q3_K", "Q5_K"]);
 
     let (file, _, _) = loaded();
@@ -285,24 +245,14 @@ fn dequantisation_matches_gguf_package() {
         let info = file.tensor_info(&case.name).expect("tensor in the file");
         assert_eq!(
             GgmlType::from_id(info.type_id).map(|t| t.to_string()),
-            Some(case.type_name.clone())
+            case.type_name
         );
-        let (values, _) = file.dequantize(&case.name).expect("dequantises");
-        for (i, (&g, &w)) in values.iter().zip(&case.first).enumerate() {
-            assert!(close(g, w), "{} element {i}: {g} vs {w}", case.name);
-        }
-        let sum: f64 = values.iter().map(|&v| f64::from(v)).sum();
-        assert!(
-            (sum - case.sum).abs() <= 1e-6 * values.len() as f64,
-            "{} sum {sum} vs {}",
-            case.name,
-            case.sum
-        );
+        check_tensor(file, case);
     }
     let types: Vec<&str> = fixture
         .tensors
         .iter()
-        .map(|t| t.type_name.as_str())
+        .filter_map(|t| t.type_name.as_deref())
         .collect();
     for ty in ["Q5_0", "Q8_0", "Q4_K", "Q6_K", "F32"] {
         assert!(types.contains(&ty), "no real {ty} tensor in the fixture");
@@ -312,25 +262,12 @@ fn dequantisation_matches_gguf_package() {
 /// A GGUF v3 file with `general.architecture = arch` and one tensor `weight` of ggml type
 /// `type_id` holding `data` (`dims` innermost first).
 fn tiny_gguf(arch: &str, type_id: u32, data: &[u8], dims: &[u64]) -> Vec<u8> {
-    let string = |out: &mut Vec<u8>, s: &str| {
-        out.extend((s.len() as u64).to_le_bytes());
-        out.extend(s.as_bytes());
-    };
-    let mut out = b"GGUF".to_vec();
-    out.extend(3u32.to_le_bytes());
-    out.extend(1u64.to_le_bytes()); // tensors
-    out.extend(1u64.to_le_bytes()); // metadata
-    string(&mut out, "general.architecture");
-    out.extend(8u32.to_le_bytes()); // string
-    string(&mut out, arch);
-    string(&mut out, "weight");
-    out.extend((dims.len() as u32).to_le_bytes());
-    dims.iter().for_each(|d| out.extend(d.to_le_bytes()));
-    out.extend(type_id.to_le_bytes());
-    out.extend(0u64.to_le_bytes());
-    out.resize(out.len().next_multiple_of(32), 0);
-    out.extend(data);
-    out
+    gguf_bytes(
+        &[("general.architecture", Meta::Str(arch))],
+        type_id,
+        data,
+        dims,
+    )
 }
 
 #[test]
