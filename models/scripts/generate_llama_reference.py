@@ -23,6 +23,7 @@ import gguf
 import jinja2
 import numpy as np
 import regex
+from gguf_numpy import Decoder, block_case, bytes_to_unicode, field, tensor_case, top
 
 ROOT = Path(__file__).resolve().parents[2]
 FIXTURES = ROOT / "models" / "tests" / "fixtures"
@@ -33,23 +34,7 @@ GREEDY_TOKENS = 20
 TOP_K = 10
 
 
-def field(reader, key):
-    return reader.fields[key].contents()
-
-
 # --- tokenizer -------------------------------------------------------------------------------
-
-def bytes_to_unicode():
-    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
-    cs = bs[:]
-    n = 0
-    for b in range(256):
-        if b not in bs:
-            bs.append(b)
-            cs.append(256 + n)
-            n += 1
-    return dict(zip(bs, map(chr, cs)))
-
 
 GPT2_SPLIT = regex.compile(r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+""")
 
@@ -88,75 +73,6 @@ class Bpe:
 
 # --- model -----------------------------------------------------------------------------------
 
-class Llama:
-    def __init__(self, reader):
-        arch = "llama"
-        get = lambda k: field(reader, f"{arch}.{k}")
-        self.layers_n = int(get("block_count"))
-        self.heads = int(get("attention.head_count"))
-        self.kv_heads = int(get("attention.head_count_kv"))
-        self.hidden = int(get("embedding_length"))
-        self.head_dim = self.hidden // self.heads
-        self.theta = float(get("rope.freq_base"))
-        self.eps = float(get("attention.layer_norm_rms_epsilon"))
-        self.w = {}
-        for t in reader.tensors:
-            shape = [int(d) for d in reversed(t.shape)]  # ggml lists dims innermost first
-            values = gguf.quants.dequantize(t.data, t.tensor_type)
-            self.w[t.name] = values.reshape(shape).astype(np.float64)
-        self.lm_head = self.w.get("output.weight", self.w["token_embd.weight"])
-
-    def rms(self, x, w):
-        return x / np.sqrt(np.mean(x * x, axis=-1, keepdims=True) + self.eps) * w
-
-    def rope(self, x, positions):
-        # llama.cpp "normal" RoPE on GGUF rows: rotates adjacent pairs (x[2i], x[2i+1]).
-        d = self.head_dim
-        inv = self.theta ** (-np.arange(0, d, 2) / d)
-        ang = positions[:, None] * inv[None, :]
-        cos, sin = np.cos(ang)[:, None, :], np.sin(ang)[:, None, :]
-        a, b = x[..., 0::2], x[..., 1::2]
-        out = np.empty_like(x)
-        out[..., 0::2] = a * cos - b * sin
-        out[..., 1::2] = a * sin + b * cos
-        return out
-
-    def forward(self, ids, cache):
-        start = cache["len"]
-        t = len(ids)
-        pos = np.arange(start, start + t, dtype=np.float64)
-        x = self.w["token_embd.weight"][ids]
-        hd, group = self.head_dim, self.heads // self.kv_heads
-        for i in range(self.layers_n):
-            p = lambda n: self.w[f"blk.{i}.{n}.weight"]
-            h = self.rms(x, p("attn_norm"))
-            q = self.rope((h @ p("attn_q").T).reshape(t, self.heads, hd), pos)
-            k = self.rope((h @ p("attn_k").T).reshape(t, self.kv_heads, hd), pos)
-            v = (h @ p("attn_v").T).reshape(t, self.kv_heads, hd)
-            if i in cache:
-                k = np.concatenate([cache[i][0], k])
-                v = np.concatenate([cache[i][1], v])
-            cache[i] = (k, v)
-            kk, vv = np.repeat(k, group, axis=1), np.repeat(v, group, axis=1)
-            scores = np.einsum("qhd,khd->hqk", q, kk) / np.sqrt(hd)
-            mask = np.arange(k.shape[0])[None, :] > (start + np.arange(t))[:, None]
-            scores = np.where(mask[None], -np.inf, scores)
-            probs = np.exp(scores - scores.max(-1, keepdims=True))
-            probs /= probs.sum(-1, keepdims=True)
-            ctx = np.einsum("hqk,khd->qhd", probs, vv).reshape(t, -1)
-            x = x + ctx @ p("attn_output").T
-            h = self.rms(x, p("ffn_norm"))
-            gate, up = h @ p("ffn_gate").T, h @ p("ffn_up").T
-            x = x + (gate / (1 + np.exp(-gate)) * up) @ p("ffn_down").T
-        cache["len"] = start + t
-        return self.rms(x[-1], self.w["output_norm.weight"]) @ self.lm_head.T
-
-
-def top(logits):
-    order = np.argsort(-logits, kind="stable")[:TOP_K]
-    return [[int(i), float(logits[i])] for i in order]
-
-
 # --- dequantisation --------------------------------------------------------------------------
 
 def synthetic_blocks(rng):
@@ -180,14 +96,9 @@ def dequant_cases(reader):
     rng = np.random.default_rng(0)
     cases = []
     for qtype, raw in synthetic_blocks(rng).items():
-        values = gguf.quants.dequantize(np.frombuffer(raw, dtype=np.uint8), qtype)
-        cases.append({"type": qtype.name, "type_id": int(qtype), "hex": raw.hex(), "values": [float(v) for v in values]})
-    tensors = []
-    for t in reader.tensors:
-        if t.name in ("token_embd.weight", "blk.0.attn_q.weight", "blk.0.attn_norm.weight"):
-            flat = gguf.quants.dequantize(t.data, t.tensor_type).reshape(-1)
-            tensors.append({"name": t.name, "type": t.tensor_type.name, "first": [float(v) for v in flat[:64]],
-                            "sum": float(flat.astype(np.float64).sum())})
+        cases.append(block_case(qtype, raw))
+    tensors = [tensor_case(t) for t in reader.tensors
+               if t.name in ("token_embd.weight", "blk.0.attn_q.weight", "blk.0.attn_norm.weight")]
     return cases, tensors
 
 
@@ -198,15 +109,15 @@ def main():
     (FIXTURES / "dequant_reference.json").write_text(json.dumps({"blocks": cases, "tensors": tensors}) + "\n")
 
     tok = Bpe(reader)
-    model = Llama(reader)
+    model = Decoder(reader, neox_rope=False)
     template = jinja2.Template(field(reader, "tokenizer.chat_template"))
     chat = template.render(messages=[{"role": "user", "content": QUESTION}], add_generation_prompt=True)
     prompts = []
     for text in PROMPTS + [chat]:
         ids = tok.encode(text)
         logits = model.forward(np.array(ids), {"len": 0})
-        prompts.append({"text": text, "token_ids": ids, "top_logits": top(logits)})
-        print(f"{len(ids)} tokens, argmax {top(logits)[0]}: {text!r}")
+        prompts.append({"text": text, "token_ids": ids, "top_logits": top(logits, TOP_K)})
+        print(f"{len(ids)} tokens, argmax {top(logits, TOP_K)[0]}: {text!r}")
 
     eos = int(field(reader, "tokenizer.ggml.eos_token_id"))
     cache = {"len": 0}

@@ -35,6 +35,7 @@ import gguf
 import jinja2
 import numpy as np
 import regex
+from gguf_numpy import Decoder, block_case, bytes_to_unicode, field, tensor_case, top
 from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -57,23 +58,7 @@ FIRST = 16
 CONTROL, USER_DEFINED = 3, 4
 
 
-def field(reader, key):
-    return reader.fields[key].contents()
-
-
 # --- tokenizer -------------------------------------------------------------------------------
-
-def bytes_to_unicode():
-    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
-    cs = bs[:]
-    n = 0
-    for b in range(256):
-        if b not in bs:
-            bs.append(b)
-            cs.append(256 + n)
-            n += 1
-    return dict(zip(bs, map(chr, cs)))
-
 
 class HandBpe:
     """The Qwen2 tokenizer written out: added tokens first, then NFC, split, bytes, merges."""
@@ -125,79 +110,6 @@ def hf_tokenizer(tokens, types, merges):
 
 # --- model -----------------------------------------------------------------------------------
 
-class Qwen:
-    def __init__(self, reader):
-        self.arch = field(reader, "general.architecture")
-        assert self.arch in ("qwen2", "qwen3"), self.arch
-        get = lambda k: field(reader, f"{self.arch}.{k}")
-        self.layers_n = int(get("block_count"))
-        self.heads = int(get("attention.head_count"))
-        self.kv_heads = int(get("attention.head_count_kv"))
-        self.hidden = int(get("embedding_length"))
-        key_length = f"{self.arch}.attention.key_length"
-        self.head_dim = int(field(reader, key_length)) if key_length in reader.fields else self.hidden // self.heads
-        self.theta = float(get("rope.freq_base"))
-        self.eps = float(get("attention.layer_norm_rms_epsilon"))
-        self.w = {}
-        for t in reader.tensors:
-            shape = [int(d) for d in reversed(t.shape)]  # ggml lists dims innermost first
-            values = gguf.quants.dequantize(t.data, t.tensor_type).reshape(shape)
-            # Embedding rows are only looked up: f32 saves a gigabyte.
-            self.w[t.name] = values if t.name == "token_embd.weight" else values.astype(np.float64)
-        self.lm_head = self.w.get("output.weight", self.w["token_embd.weight"].astype(np.float64))
-
-    def rms(self, x, w):
-        return x / np.sqrt(np.mean(x * x, axis=-1, keepdims=True) + self.eps) * w
-
-    def rope(self, x, positions):
-        # llama.cpp's NeoX RoPE: element i turns with element i + d/2 (Hugging Face's rotate-half).
-        d = self.head_dim
-        inv = self.theta ** (-np.arange(0, d, 2) / d)
-        ang = positions[:, None] * inv[None, :]
-        cos, sin = np.cos(ang)[:, None, :], np.sin(ang)[:, None, :]
-        a, b = x[..., : d // 2], x[..., d // 2:]
-        return np.concatenate([a * cos - b * sin, a * sin + b * cos], axis=-1)
-
-    def forward(self, ids, cache):
-        start, t = cache["len"], len(ids)
-        pos = np.arange(start, start + t, dtype=np.float64)
-        x = self.w["token_embd.weight"][ids].astype(np.float64)
-        hd, group = self.head_dim, self.heads // self.kv_heads
-        for i in range(self.layers_n):
-            p = lambda n: self.w[f"blk.{i}.{n}"]
-            bias = lambda n: self.w.get(f"blk.{i}.{n}.bias", 0.0)
-            h = self.rms(x, p("attn_norm.weight"))
-            q = (h @ p("attn_q.weight").T + bias("attn_q")).reshape(t, self.heads, hd)
-            k = (h @ p("attn_k.weight").T + bias("attn_k")).reshape(t, self.kv_heads, hd)
-            v = (h @ p("attn_v.weight").T + bias("attn_v")).reshape(t, self.kv_heads, hd)
-            if f"blk.{i}.attn_q_norm.weight" in self.w:
-                q = self.rms(q, p("attn_q_norm.weight"))
-                k = self.rms(k, p("attn_k_norm.weight"))
-            q, k = self.rope(q, pos), self.rope(k, pos)
-            if i in cache:
-                k = np.concatenate([cache[i][0], k])
-                v = np.concatenate([cache[i][1], v])
-            cache[i] = (k, v)
-            kk, vv = np.repeat(k, group, axis=1), np.repeat(v, group, axis=1)
-            scores = np.einsum("qhd,khd->hqk", q, kk) / np.sqrt(hd)
-            mask = np.arange(k.shape[0])[None, :] > (start + np.arange(t))[:, None]
-            scores = np.where(mask[None], -np.inf, scores)
-            probs = np.exp(scores - scores.max(-1, keepdims=True))
-            probs /= probs.sum(-1, keepdims=True)
-            ctx = np.einsum("hqk,khd->qhd", probs, vv).reshape(t, -1)
-            x = x + ctx @ p("attn_output.weight").T
-            h = self.rms(x, p("ffn_norm.weight"))
-            gate, up = h @ p("ffn_gate.weight").T, h @ p("ffn_up.weight").T
-            x = x + (gate / (1 + np.exp(-gate)) * up) @ p("ffn_down.weight").T
-        cache["len"] = start + t
-        return self.rms(x[-1], self.w["output_norm.weight"]) @ self.lm_head.T
-
-
-def top(logits):
-    order = np.argsort(-logits, kind="stable")[:TOP_K]
-    return [[int(i), float(logits[i])] for i in order]
-
-
 # --- dequantisation --------------------------------------------------------------------------
 
 def synthetic_blocks(rng):
@@ -219,17 +131,14 @@ def dequant_cases(reader):
     rng = np.random.default_rng(14)
     blocks = []
     for qtype, raw in synthetic_blocks(rng).items():
-        values = gguf.quants.dequantize(np.frombuffer(raw, dtype=np.uint8), qtype)
-        blocks.append({"type": qtype.name, "type_id": int(qtype), "hex": raw.hex(), "values": [float(v) for v in values]})
+        blocks.append(block_case(qtype, raw))
     tensors, seen = [], set()
     for t in reader.tensors:
         kind = t.tensor_type.name
         if kind in seen or t.name.endswith("norm.weight"):
             continue
         seen.add(kind)
-        flat = gguf.quants.dequantize(t.data, t.tensor_type).reshape(-1)
-        tensors.append({"name": t.name, "type": kind, "first": [float(v) for v in flat[:64]],
-                        "sum": float(flat.astype(np.float64).sum())})
+        tensors.append(tensor_case(t))
     return blocks, tensors
 
 
@@ -263,16 +172,17 @@ def main():
     for case in tokenizer_cases:
         print(f"tokens {case['token_ids']}: {case['text']!r}")
 
-    model = Qwen(reader)
+    model = Decoder(reader, neox_rope=True)
+    assert model.arch in ("qwen2", "qwen3"), model.arch
     template = field(reader, "tokenizer.chat_template")
     chat = render_chat(template, [{"role": "user", "content": QUESTION}])
     prompts = []
     for text in PROMPTS:
         ids = encode(text)
         logits = model.forward(np.array(ids), {"len": 0})
-        prompts.append({"text": text, "token_ids": ids, "top_logits": top(logits),
+        prompts.append({"text": text, "token_ids": ids, "top_logits": top(logits, TOP_K),
                         "first_logits": [float(v) for v in logits[:FIRST]]})
-        print(f"{len(ids)} tokens, argmax {top(logits)[0]}: {text!r}")
+        print(f"{len(ids)} tokens, argmax {top(logits, TOP_K)[0]}: {text!r}")
 
     eos = int(field(reader, "tokenizer.ggml.eos_token_id"))
     chat_ids = encode(chat)
