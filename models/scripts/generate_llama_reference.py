@@ -23,7 +23,7 @@ import gguf
 import jinja2
 import numpy as np
 import regex
-from gguf_numpy import Decoder, block_case, bytes_to_unicode, field, tensor_case, top
+from gguf_numpy import Decoder, block_case, block_parts, bytes_to_unicode, field, tensor_case, top
 
 ROOT = Path(__file__).resolve().parents[2]
 FIXTURES = ROOT / "models" / "tests" / "fixtures"
@@ -71,15 +71,11 @@ class Bpe:
         return ids
 
 
-# --- model -----------------------------------------------------------------------------------
-
 # --- dequantisation --------------------------------------------------------------------------
 
 def synthetic_blocks(rng):
     """Two blocks (one for the k-quants) of each type, with finite half-precision scales."""
-    f16 = lambda *v: np.array(v, dtype=np.float16).tobytes()
-    rand = lambda n: rng.integers(0, 256, n, dtype=np.uint8).tobytes()
-    scale = lambda: float(rng.uniform(0.001, 0.05)) * (1 if rng.random() < 0.5 else -1)
+    f16, rand, scale = block_parts(rng)
     T = gguf.GGMLQuantizationType
     return {
         T.F16: rng.normal(size=8).astype(np.float16).tobytes(),

@@ -35,7 +35,7 @@ import gguf
 import jinja2
 import numpy as np
 import regex
-from gguf_numpy import Decoder, block_case, bytes_to_unicode, field, tensor_case, top
+from gguf_numpy import Decoder, block_case, block_parts, bytes_to_unicode, field, tensor_case, top
 from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -108,15 +108,11 @@ def hf_tokenizer(tokens, types, merges):
     return tok
 
 
-# --- model -----------------------------------------------------------------------------------
-
 # --- dequantisation --------------------------------------------------------------------------
 
 def synthetic_blocks(rng):
     """Two blocks (one for the k-quants) of each type added for Qwen, finite half scales."""
-    f16 = lambda *v: np.array(v, dtype=np.float16).tobytes()
-    rand = lambda n: rng.integers(0, 256, n, dtype=np.uint8).tobytes()
-    scale = lambda: float(rng.uniform(0.001, 0.05)) * (1 if rng.random() < 0.5 else -1)
+    f16, rand, scale = block_parts(rng)
     T = gguf.GGMLQuantizationType
     return {
         T.Q5_0: b"".join(f16(scale()) + rand(4) + rand(16) for _ in range(2)),

@@ -111,6 +111,14 @@ def top(logits, k):
     return [[int(i), float(logits[i])] for i in order]
 
 
+def block_parts(rng):
+    """Makers of a synthetic block's parts: half floats, random bytes, a finite random scale."""
+    f16 = lambda *v: np.array(v, dtype=np.float16).tobytes()
+    rand = lambda n: rng.integers(0, 256, n, dtype=np.uint8).tobytes()
+    scale = lambda: float(rng.uniform(0.001, 0.05)) * (1 if rng.random() < 0.5 else -1)
+    return f16, rand, scale
+
+
 def block_case(qtype, raw):
     """A synthetic block of `qtype` and the values the package dequantises it to."""
     values = gguf.quants.dequantize(np.frombuffer(raw, dtype=np.uint8), qtype)

@@ -1,5 +1,5 @@
-//! Shared by the model reference tests: where the installed model files are, and which device
-//! the checks run on.
+//! Shared by the model reference tests: where the installed model files are, which device
+//! the checks run on, and the logit comparison of the decoder checks.
 
 use std::path::{Path, PathBuf};
 
@@ -28,5 +28,22 @@ pub fn test_device() -> hearth_models::Device {
         Ok(other) => {
             panic!("HEARTH_TEST_DEVICE={other}: expected cpu, or wgpu with --features wgpu")
         }
+    }
+}
+
+/// Asserts that each `(index, want)` is within `tolerance` of `logits[index]`; `label` (the
+/// prompt) names a failure.
+pub fn assert_logits_near(
+    label: &str,
+    logits: &[f32],
+    expected: impl IntoIterator<Item = (usize, f32)>,
+    tolerance: f32,
+) {
+    for (index, want) in expected {
+        let got = logits[index];
+        assert!(
+            (got - want).abs() <= tolerance,
+            "{label:?} logit {index}: {got} vs {want}"
+        );
     }
 }

@@ -126,14 +126,12 @@ fn last_logits_match_reference() {
             "argmax of {:?}",
             prompt.text
         );
-        for &(index, want) in &prompt.top_logits {
-            let got = logits[index];
-            assert!(
-                (got - want).abs() <= LOGIT_ABS_DIFF,
-                "{:?} logit {index}: {got} vs {want}",
-                prompt.text
-            );
-        }
+        common::assert_logits_near(
+            &prompt.text,
+            &logits,
+            prompt.top_logits.iter().copied(),
+            LOGIT_ABS_DIFF,
+        );
     }
 }
 

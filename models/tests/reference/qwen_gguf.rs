@@ -177,19 +177,12 @@ fn last_logits_match_reference() {
             prompt.text
         );
         let first = prompt.first_logits.iter().enumerate();
-        for (index, want) in prompt
+        let expected = prompt
             .top_logits
             .iter()
             .copied()
-            .chain(first.map(|(i, &v)| (i, v)))
-        {
-            let got = logits[index];
-            assert!(
-                (got - want).abs() <= LOGIT_ABS_DIFF,
-                "{:?} logit {index}: {got} vs {want}",
-                prompt.text
-            );
-        }
+            .chain(first.map(|(i, &v)| (i, v)));
+        common::assert_logits_near(&prompt.text, &logits, expected, LOGIT_ABS_DIFF);
     }
 }
 
