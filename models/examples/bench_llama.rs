@@ -2,8 +2,11 @@
 //! one-token decode steps with the KV cache, then a batched decode step of 8 sequences.
 //!
 //! ```sh
-//! cargo run -p hearth-models --example bench_llama [-- MODEL [cpu|wgpu]]
+//! cargo run -p hearth-models --example bench_llama [-- MODEL [cpu|wgpu|cpu-quantised]]
 //! ```
+//!
+//! `cpu-quantised` keeps a GGUF file's blocks and runs `hearth_models::quant`'s kernels
+//! (`HEARTH_CPU_KERNELS=scalar|avx2|avx512` picks a kernel set).
 //!
 //! `MODEL` is a GGUF file or a Hugging Face checkpoint folder; by default SmolLM2-135M-Instruct
 //! (Q4_1, dequantised to f32) from `$HEARTH_MODELS_DIR/smollm2-135m-instruct/`, under
@@ -36,7 +39,7 @@ fn model_path() -> PathBuf {
 
 fn device(name: Option<&str>) -> Device {
     match name {
-        None | Some("cpu") => cpu_device(),
+        None | Some("cpu" | "cpu-quantised") => cpu_device(),
         #[cfg(feature = "wgpu")]
         Some("wgpu") => hearth_models::gpu_device(),
         Some(other) => panic!("unknown device `{other}` (cpu, or wgpu with the wgpu feature)"),
@@ -48,7 +51,11 @@ fn main() -> Result<(), ModelError> {
     let path = args.first().map_or_else(model_path, PathBuf::from);
     let device = device(args.get(1).map(String::as_str));
     let start = Instant::now();
-    let model = LlamaModel::load(&path, &device)?;
+    let model = if args.get(1).map(String::as_str) == Some("cpu-quantised") {
+        LlamaModel::from_gguf_with(&hearth_models::gguf::GgufFile::open(&path)?, &device, true)?
+    } else {
+        LlamaModel::load(&path, &device)?
+    };
     println!(
         "{}: load {:.2} s on {device:?}",
         path.display(),

@@ -43,6 +43,7 @@ pub mod gguf;
 mod json;
 pub mod llama;
 pub mod onnx;
+pub mod quant;
 pub mod rdn;
 mod read_back;
 mod safetensors_folder;

@@ -86,6 +86,11 @@ impl GgmlType {
         })
     }
 
+    /// Whether values are stored as floats (f32, f16, bf16) rather than in quantised blocks.
+    pub fn is_float(self) -> bool {
+        matches!(self, Self::F32 | Self::F16 | Self::BF16)
+    }
+
     /// Elements per block.
     pub fn block_len(self) -> usize {
         match self {

@@ -241,6 +241,15 @@ impl GgufFile {
         }
     }
 
+    /// Tensor `name` as stored: its type, its bytes and its dimensions (innermost first).
+    pub fn raw(&self, name: &str) -> Result<(GgmlType, &[u8], Vec<usize>), ModelError> {
+        let info = self
+            .tensor_info(name)
+            .ok_or_else(|| self.tensor_error(name, "not in the file".into()))?;
+        let (ty, data) = self.tensor_bytes(info)?;
+        Ok((ty, data, info.dims.iter().map(|&d| d as usize).collect()))
+    }
+
     /// Tensor `name` dequantised to f32, with its dimensions (innermost first).
     pub fn dequantize(&self, name: &str) -> Result<(Vec<f32>, Vec<usize>), ModelError> {
         let info = self

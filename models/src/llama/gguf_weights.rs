@@ -1,4 +1,6 @@
-//! Weights from a GGUF file into the inference layout, dequantised to f32 at load.
+//! Weights from a GGUF file into the inference layout: dequantised to f32 and transposed, or
+//! (on the CPU, when asked) kept in the file's types (quantised blocks, f16, bf16) for
+//! `crate::quant`'s kernels, rows reordered where the table below says so.
 //!
 //! Tensor names (llama.cpp's), per layer `blk.{i}.`:
 //!
@@ -28,9 +30,12 @@
 use burn::prelude::*;
 
 use super::config::{LlamaConfig, gguf_architecture};
-use super::weights::{LlamaLayer, LlamaWeights, Matrix, fused_transposed, log_progress, vector};
+use super::weights::{
+    Embedding, Linear, LlamaLayer, LlamaWeights, Matrix, fused_transposed, log_progress, vector,
+};
 use crate::ModelError;
 use crate::gguf::GgufFile;
+use crate::quant::{QuantLinear, QuantMatrix};
 
 fn matrix(file: &GgufFile, name: &str, rows: usize, cols: usize) -> Result<Matrix, ModelError> {
     let (values, dims) = file.dequantize(name)?;
@@ -61,6 +66,42 @@ pub(crate) fn vector_values(
     Ok(values)
 }
 
+/// A matrix in the file's own type (for the CPU kernels).
+fn raw_matrix(
+    file: &GgufFile,
+    name: &str,
+    rows: usize,
+    cols: usize,
+) -> Result<QuantMatrix, ModelError> {
+    let (ty, data, dims) = file.raw(name)?;
+    let error = |reason: String| ModelError::Tensor {
+        path: file.path().to_path_buf(),
+        tensor: name.to_string(),
+        reason,
+    };
+    if dims != [cols, rows] {
+        return Err(error(format!(
+            "dimensions {dims:?}, expected [{cols}, {rows}] (innermost first)"
+        )));
+    }
+    QuantMatrix::new(ty, rows, cols, data.to_vec()).map_err(|e| error(e.to_string()))
+}
+
+/// The GGUF row that llama.cpp's Q/K permutation put at each Hugging Face row.
+fn unpermuted_order(rows: usize, heads: usize) -> Vec<usize> {
+    let head_dim = rows / heads;
+    let half = head_dim / 2;
+    let mut order = vec![0; rows];
+    for h in 0..heads {
+        for i in 0..half {
+            for j in 0..2 {
+                order[h * head_dim + j * half + i] = h * head_dim + 2 * i + j;
+            }
+        }
+    }
+    order
+}
+
 /// Undoes llama.cpp's Q/K row permutation (see the module docs).
 fn unpermute_rows(m: Matrix, heads: usize) -> Matrix {
     let head_dim = m.rows / heads;
@@ -83,6 +124,7 @@ pub(crate) fn load_weights(
     file: &GgufFile,
     config: &LlamaConfig,
     device: &Device,
+    keep_quantised: bool,
 ) -> Result<LlamaWeights, ModelError> {
     let hidden = config.hidden_size;
     let ffn = config.intermediate_size;
@@ -90,6 +132,8 @@ pub(crate) fn load_weights(
     let kv_rows = config.num_kv_heads * config.head_dim;
     let norm = |name: &str| Ok::<_, ModelError>(vector(vector_values(file, name, hidden)?, device));
     let permuted = gguf_architecture(file)?.permutes_qk();
+    // The quantised kernels are CPU code: a GPU always gets f32 tensors.
+    let quantised = keep_quantised && *device == crate::cpu_device();
     let unpermute = |m: Matrix, heads: usize| {
         if permuted {
             unpermute_rows(m, heads)
@@ -100,15 +144,6 @@ pub(crate) fn load_weights(
     let layers = (0..config.num_layers)
         .map(|i| {
             let name = |part: &str| format!("blk.{i}.{part}.weight");
-            let q = unpermute(
-                matrix(file, &name("attn_q"), q_rows, hidden)?,
-                config.num_heads,
-            );
-            let k = unpermute(
-                matrix(file, &name("attn_k"), kv_rows, hidden)?,
-                config.num_kv_heads,
-            );
-            let v = matrix(file, &name("attn_v"), kv_rows, hidden)?;
             let qkv_bias = if config.attention_bias {
                 // A bias is a one-column matrix: it un-permutes like its rows.
                 let bias = |part: &str, rows: usize| {
@@ -134,35 +169,99 @@ pub(crate) fn load_weights(
             } else {
                 None
             };
-            let o = matrix(file, &name("attn_output"), hidden, q_rows)?;
-            let gate = matrix(file, &name("ffn_gate"), ffn, hidden)?;
-            let up = matrix(file, &name("ffn_up"), ffn, hidden)?;
-            let down = matrix(file, &name("ffn_down"), hidden, ffn)?;
+            let [qkv, attn_output, gate_up, down] = if quantised {
+                let raw = |part: &str, rows: usize, cols: usize| {
+                    raw_matrix(file, &name(part), rows, cols)
+                };
+                let linear = |parts: Vec<QuantMatrix>| {
+                    QuantLinear::new(parts)
+                        .map(Linear::Quant)
+                        .map_err(|e| ModelError::Weights {
+                            path: file.path().to_path_buf(),
+                            reason: format!("layer {i}: {e}"),
+                        })
+                };
+                let mut q = raw("attn_q", q_rows, hidden)?;
+                let mut k = raw("attn_k", kv_rows, hidden)?;
+                if permuted {
+                    q = q.permute_rows(&unpermuted_order(q_rows, config.num_heads));
+                    k = k.permute_rows(&unpermuted_order(kv_rows, config.num_kv_heads));
+                }
+                [
+                    linear(vec![q, k, raw("attn_v", kv_rows, hidden)?])?,
+                    linear(vec![raw("attn_output", hidden, q_rows)?])?,
+                    linear(vec![
+                        raw("ffn_gate", ffn, hidden)?,
+                        raw("ffn_up", ffn, hidden)?,
+                    ])?,
+                    linear(vec![raw("ffn_down", hidden, ffn)?])?,
+                ]
+            } else {
+                let q = unpermute(
+                    matrix(file, &name("attn_q"), q_rows, hidden)?,
+                    config.num_heads,
+                );
+                let k = unpermute(
+                    matrix(file, &name("attn_k"), kv_rows, hidden)?,
+                    config.num_kv_heads,
+                );
+                let v = matrix(file, &name("attn_v"), kv_rows, hidden)?;
+                let o = matrix(file, &name("attn_output"), hidden, q_rows)?;
+                let gate = matrix(file, &name("ffn_gate"), ffn, hidden)?;
+                let up = matrix(file, &name("ffn_up"), ffn, hidden)?;
+                let down = matrix(file, &name("ffn_down"), hidden, ffn)?;
+                [
+                    fused_transposed(&[q, k, v], device),
+                    fused_transposed(&[o], device),
+                    fused_transposed(&[gate, up], device),
+                    fused_transposed(&[down], device),
+                ]
+                .map(Linear::Dense)
+            };
             log_progress(i + 1, config.num_layers);
             Ok(LlamaLayer {
                 attn_norm: norm(&name("attn_norm"))?,
-                qkv: fused_transposed(&[q, k, v], device),
+                qkv,
                 qkv_bias,
                 qk_norm,
-                attn_output: fused_transposed(&[o], device),
+                attn_output,
                 ffn_norm: norm(&name("ffn_norm"))?,
-                gate_up: fused_transposed(&[gate, up], device),
-                down: fused_transposed(&[down], device),
+                gate_up,
+                down,
             })
         })
         .collect::<Result<Vec<_>, ModelError>>()?;
-    let embedding = matrix(file, "token_embd.weight", config.vocab_size, hidden)?;
-    let lm_head = if file.tensor_info("output.weight").is_some() {
-        fused_transposed(
-            &[matrix(file, "output.weight", config.vocab_size, hidden)?],
-            device,
-        )
+    let (embedding, lm_head) = if quantised {
+        let embedding = raw_matrix(file, "token_embd.weight", config.vocab_size, hidden)?;
+        let head = if file.tensor_info("output.weight").is_some() {
+            raw_matrix(file, "output.weight", config.vocab_size, hidden)?
+        } else {
+            tracing::debug!("no output.weight: LM head tied to token_embd.weight");
+            embedding.clone() // shares the bytes
+        };
+        let head = QuantLinear::new(vec![head]).map_err(|e| ModelError::Weights {
+            path: file.path().to_path_buf(),
+            reason: e.to_string(),
+        })?;
+        (Embedding::Quant(embedding), Linear::Quant(head))
     } else {
-        tracing::debug!("no output.weight: LM head tied to token_embd.weight");
-        fused_transposed(std::slice::from_ref(&embedding), device)
+        let embedding = matrix(file, "token_embd.weight", config.vocab_size, hidden)?;
+        let lm_head = if file.tensor_info("output.weight").is_some() {
+            fused_transposed(
+                &[matrix(file, "output.weight", config.vocab_size, hidden)?],
+                device,
+            )
+        } else {
+            tracing::debug!("no output.weight: LM head tied to token_embd.weight");
+            fused_transposed(std::slice::from_ref(&embedding), device)
+        };
+        (
+            Embedding::Dense(embedding.into_tensor(device)),
+            Linear::Dense(lm_head),
+        )
     };
     Ok(LlamaWeights {
-        embedding: embedding.into_tensor(device),
+        embedding,
         layers,
         output_norm: norm("output_norm.weight")?,
         lm_head,

@@ -17,7 +17,9 @@
 use burn::prelude::*;
 
 use super::config::LlamaConfig;
-use super::weights::{LlamaLayer, LlamaWeights, Matrix, fused_transposed, log_progress, vector};
+use super::weights::{
+    Embedding, Linear, LlamaLayer, LlamaWeights, Matrix, fused_transposed, log_progress, vector,
+};
 use crate::ModelError;
 use crate::safetensors_folder::SafetensorsFolder;
 
@@ -87,16 +89,16 @@ pub(crate) fn load_weights(
             log_progress(i + 1, config.num_layers);
             Ok(LlamaLayer {
                 attn_norm: vector(values(&name("input_layernorm.weight"), hidden)?, device),
-                qkv: fused_transposed(&qkv, device),
+                qkv: Linear::Dense(fused_transposed(&qkv, device)),
                 qkv_bias,
                 qk_norm,
-                attn_output: fused_transposed(&[o], device),
+                attn_output: Linear::Dense(fused_transposed(&[o], device)),
                 ffn_norm: vector(
                     values(&name("post_attention_layernorm.weight"), hidden)?,
                     device,
                 ),
-                gate_up: fused_transposed(&[gate, up], device),
-                down: fused_transposed(&[down], device),
+                gate_up: Linear::Dense(fused_transposed(&[gate, up], device)),
+                down: Linear::Dense(fused_transposed(&[down], device)),
             })
         })
         .collect::<Result<Vec<_>, ModelError>>()?;
@@ -116,9 +118,9 @@ pub(crate) fn load_weights(
         )
     };
     Ok(LlamaWeights {
-        embedding: embedding.into_tensor(device),
+        embedding: Embedding::Dense(embedding.into_tensor(device)),
         layers,
         output_norm: vector(values("model.norm.weight", hidden)?, device),
-        lm_head,
+        lm_head: Linear::Dense(lm_head),
     })
 }

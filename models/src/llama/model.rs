@@ -52,6 +52,19 @@ impl LlamaModel {
     /// Builds the model from an already parsed GGUF file (so a caller that also needs the
     /// file's tokenizer reads it once).
     pub fn from_gguf(file: &GgufFile, device: &Device) -> Result<Self, ModelError> {
+        Self::from_gguf_with(file, device, false)
+    }
+
+    /// [`Self::from_gguf`], with `keep_quantised`: on the CPU the matrices stay in the file's
+    /// types (quantised blocks, f16, bf16) and run on [`crate::quant`]'s kernels, which
+    /// quantise the activations to 8 bits per 32 values as llama.cpp does (ignored on other
+    /// devices). Not the default: on SmolLM2 its logits move further from the f32 reference
+    /// than the reference tests allow and its prefill is slower (`BENCHMARKS.md`).
+    pub fn from_gguf_with(
+        file: &GgufFile,
+        device: &Device,
+        keep_quantised: bool,
+    ) -> Result<Self, ModelError> {
         let start = std::time::Instant::now();
         let mut config = LlamaConfig::from_gguf(file)?;
         if file.tensor_info("rope_freqs.weight").is_some() {
@@ -60,7 +73,7 @@ impl LlamaModel {
             config.rope_scaling =
                 RopeScaling::Divisors(divisors.into_iter().map(f64::from).collect());
         }
-        let weights = gguf_weights::load_weights(file, &config, device)?;
+        let weights = gguf_weights::load_weights(file, &config, device, keep_quantised)?;
         tracing::info!(path = %file.path().display(),
             arch = file.get_str("general.architecture").unwrap_or_default(),
             layers = config.num_layers, hidden = config.hidden_size,
@@ -126,18 +139,14 @@ impl LlamaModel {
         self.check(batch)?;
         let c = &self.config;
         let total: usize = batch.iter().map(|(t, _)| t.len()).sum();
-        let ids: Vec<i64> = batch
-            .iter()
-            .flat_map(|(t, _)| t.iter().map(|&id| i64::from(id)))
-            .collect();
-        let ids = Tensor::<1, Int>::from_data(TensorData::new(ids, [total]), &self.device);
-        let mut x = self.weights.embedding.clone().select(0, ids);
+        let ids: Vec<u32> = batch.iter().flat_map(|(t, _)| t.iter().copied()).collect();
+        let mut x = self.weights.embedding.lookup(&ids, &self.device);
         let (cos, sin) = self.rope_for(batch, total);
         let (q_width, kv_width) = (c.num_heads * c.head_dim, c.num_kv_heads * c.head_dim);
 
         for (index, layer) in self.weights.layers.iter().enumerate() {
             let h = self.rms_norm(x.clone(), &layer.attn_norm);
-            let mut qkv = h.matmul(layer.qkv.clone());
+            let mut qkv = layer.qkv.forward(h);
             if let Some(bias) = &layer.qkv_bias {
                 qkv = qkv + bias.clone().unsqueeze::<2>();
             }
@@ -172,14 +181,14 @@ impl LlamaModel {
             } else {
                 Tensor::cat(contexts, 0)
             };
-            x = x + context.matmul(layer.attn_output.clone());
+            x = x + layer.attn_output.forward(context);
 
             let h = self.rms_norm(x.clone(), &layer.ffn_norm);
-            let gate_up = h.matmul(layer.gate_up.clone());
+            let gate_up = layer.gate_up.forward(h);
             let ffn = c.intermediate_size;
             let gate = gate_up.clone().slice(s![.., 0..ffn]);
             let up = gate_up.slice(s![.., ffn..2 * ffn]);
-            x = x + (silu(gate) * up).matmul(layer.down.clone());
+            x = x + layer.down.forward(silu(gate) * up);
         }
 
         let mut last_rows = Vec::with_capacity(batch.len());
@@ -195,8 +204,9 @@ impl LlamaModel {
             Tensor::cat(last_rows, 0)
         };
         let logits = self
-            .rms_norm(last, &self.weights.output_norm)
-            .matmul(self.weights.lm_head.clone());
+            .weights
+            .lm_head
+            .forward(self.rms_norm(last, &self.weights.output_norm));
         let backend = |e: String| ModelError::Backend(format!("reading logits: {e}"));
         let values: Vec<f32> = logits
             .try_into_data()

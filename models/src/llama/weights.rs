@@ -3,32 +3,90 @@
 
 use burn::prelude::*;
 
+use crate::quant::{QuantLinear, QuantMatrix};
+
+/// A linear layer's weights: an `[in, out]` f32 tensor for `x.matmul(w)` (any device), or the
+/// file's own blocks multiplied by the CPU kernels of [`crate::quant`] (GGUF on the CPU).
+#[derive(Debug)]
+#[allow(clippy::large_enum_variant, reason = "a handful per layer")]
+pub(crate) enum Linear {
+    Dense(Tensor<2>),
+    Quant(QuantLinear),
+}
+
+impl Linear {
+    /// `x · W` for `x` `[rows, in]`: `[rows, out]`.
+    pub fn forward(&self, x: Tensor<2>) -> Tensor<2> {
+        match self {
+            Self::Dense(w) => x.matmul(w.clone()),
+            Self::Quant(w) => {
+                let device = x.device();
+                let [rows, _] = x.dims();
+                let values: Vec<f32> = x.into_data().try_to_vec().expect("f32 activations");
+                let y = w.forward(&values, rows);
+                Tensor::from_data(TensorData::new(y, [rows, w.rows()]), &device)
+            }
+        }
+    }
+}
+
+/// The token embeddings: `[vocab, hidden]` f32, or the file's blocks dequantised row by row.
+#[derive(Debug)]
+#[allow(clippy::large_enum_variant, reason = "one per model")]
+pub(crate) enum Embedding {
+    Dense(Tensor<2>),
+    Quant(QuantMatrix),
+}
+
+impl Embedding {
+    /// The embeddings of `ids`, `[ids, hidden]`.
+    pub fn lookup(&self, ids: &[u32], device: &Device) -> Tensor<2> {
+        match self {
+            Self::Dense(table) => {
+                let ids: Vec<i64> = ids.iter().map(|&id| i64::from(id)).collect();
+                let n = ids.len();
+                table.clone().select(
+                    0,
+                    Tensor::<1, Int>::from_data(TensorData::new(ids, [n]), device),
+                )
+            }
+            Self::Quant(table) => {
+                let values: Vec<f32> = ids
+                    .iter()
+                    .flat_map(|&id| table.dequantize_row(id as usize))
+                    .collect();
+                Tensor::from_data(TensorData::new(values, [ids.len(), table.cols()]), device)
+            }
+        }
+    }
+}
+
 /// One decoder layer.
 #[derive(Debug)]
 pub(crate) struct LlamaLayer {
     pub attn_norm: Tensor<1>,
     /// Q, K, V side by side: `[hidden, (heads + 2·kv_heads)·head_dim]`, rotate-half row order.
-    pub qkv: Tensor<2>,
+    pub qkv: Linear,
     /// Q, K, V biases side by side (Qwen2), `[(heads + 2·kv_heads)·head_dim]`.
     pub qkv_bias: Option<Tensor<1>>,
     /// RMSNorm weights applied to every query and key head before RoPE (Qwen3), `[head_dim]`.
     pub qk_norm: Option<(Tensor<1>, Tensor<1>)>,
-    pub attn_output: Tensor<2>,
+    pub attn_output: Linear,
     pub ffn_norm: Tensor<1>,
     /// Gate and up side by side: `[hidden, 2·ffn]`.
-    pub gate_up: Tensor<2>,
-    pub down: Tensor<2>,
+    pub gate_up: Linear,
+    pub down: Linear,
 }
 
 /// All weights of the decoder.
 #[derive(Debug)]
 pub(crate) struct LlamaWeights {
     /// `[vocab, hidden]`.
-    pub embedding: Tensor<2>,
+    pub embedding: Embedding,
     pub layers: Vec<LlamaLayer>,
     pub output_norm: Tensor<1>,
     /// `[hidden, vocab]`.
-    pub lm_head: Tensor<2>,
+    pub lm_head: Linear,
 }
 
 /// A matrix in checkpoint order (`[out, in]`, as both GGUF and PyTorch store linear layers):

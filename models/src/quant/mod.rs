@@ -1,0 +1,318 @@
+//! Matrix products on GGUF weights kept as they are in the file: quantised blocks (Q4_0,
+//! Q4_1, Q5_0, Q5_1, Q8_0, Q2_K…Q6_K) or f32/f16/bf16 rows, multiplied without an f32 copy.
+//!
+//! As llama.cpp does, the activations are quantised to signed bytes per 32 values
+//! ([`activations`]) and each weight sub-block meets them in an integer dot product; the
+//! scales and offsets are applied in f32 per sub-block ([`formats`] describes how every type
+//! maps onto that one kernel). Kernels are picked at run time ([`Kernels::detect`]): AVX-512
+//! VNNI, AVX2 + FMA, or the portable scalar code. Output rows are split over rayon's pool.
+//! Float matrices (f32, f16, bf16) multiply f32 activations directly.
+//!
+//! Written here rather than taken from `candle-core`'s `k_quants`: candle picks its SIMD code
+//! at compile time (`target_feature`), so a portable binary would run its scalar loops; and
+//! one kernel over a common sub-block form keeps ten types in a few hundred lines.
+
+mod activations;
+mod floats;
+mod formats;
+mod scalar;
+#[cfg(test)]
+mod tests;
+#[cfg(target_arch = "x86_64")]
+mod x86;
+
+use std::sync::{Arc, OnceLock};
+
+use rayon::prelude::*;
+
+use self::activations::{ActRow, Q8Activations};
+use crate::ModelError;
+use crate::gguf::{GgmlType, dequantize};
+
+/// Which kernels the matrix products run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kernels {
+    /// Portable Rust, any CPU.
+    Scalar,
+    /// x86-64 AVX2, FMA and F16C.
+    Avx2,
+    /// x86-64 AVX2 plus AVX-512 VNNI (with AVX512VL) for the integer dot products.
+    Avx512Vnni,
+}
+
+impl Kernels {
+    /// The fastest kernels this CPU runs; `HEARTH_CPU_KERNELS=scalar|avx2|avx512` picks a
+    /// slower set instead (for benchmarks), never one the CPU lacks.
+    pub fn detect() -> Self {
+        static CHOSEN: OnceLock<Kernels> = OnceLock::new();
+        *CHOSEN.get_or_init(|| {
+            let available = Self::available();
+            let wanted = std::env::var("HEARTH_CPU_KERNELS").ok();
+            let chosen = match wanted.as_deref() {
+                Some("scalar") => Some(Self::Scalar),
+                Some("avx2") => Some(Self::Avx2),
+                Some("avx512") => Some(Self::Avx512Vnni),
+                _ => None,
+            }
+            .filter(|k| available.contains(k))
+            .unwrap_or(*available.last().expect("scalar is always available"));
+            tracing::info!(kernels = ?chosen, "CPU matrix kernels");
+            chosen
+        })
+    }
+
+    /// Every set this CPU can run, slowest first.
+    pub fn available() -> Vec<Self> {
+        let mut all = vec![Self::Scalar];
+        #[cfg(target_arch = "x86_64")]
+        {
+            use std::arch::is_x86_feature_detected as has;
+            if has!("avx2") && has!("fma") && has!("f16c") {
+                all.push(Self::Avx2);
+                if has!("avx512vnni") && has!("avx512vl") {
+                    all.push(Self::Avx512Vnni);
+                }
+            }
+        }
+        all
+    }
+}
+
+/// One weight matrix in its file type: `rows` rows of `cols` values, each row a whole number
+/// of blocks (GGUF's and PyTorch's `[out, in]` layout).
+#[derive(Debug, Clone)]
+pub struct QuantMatrix {
+    ty: GgmlType,
+    rows: usize,
+    cols: usize,
+    data: Arc<[u8]>,
+}
+
+impl QuantMatrix {
+    /// A matrix of type `ty` from its raw bytes.
+    pub fn new(ty: GgmlType, rows: usize, cols: usize, data: Vec<u8>) -> Result<Self, ModelError> {
+        let row_bytes = ty.bytes_for(cols).ok_or_else(|| {
+            ModelError::InvalidInput(format!("{cols} columns are not whole {ty} blocks"))
+        })?;
+        if data.len() != rows * row_bytes {
+            return Err(ModelError::InvalidInput(format!(
+                "{} bytes for {rows} rows of {cols} {ty} values ({} expected)",
+                data.len(),
+                rows * row_bytes
+            )));
+        }
+        if !ty.is_float() && !cols.is_multiple_of(32) {
+            return Err(ModelError::InvalidInput(format!(
+                "{cols} columns: quantised rows need a multiple of 32"
+            )));
+        }
+        Ok(Self {
+            ty,
+            rows,
+            cols,
+            data: data.into(),
+        })
+    }
+
+    /// The element type.
+    pub fn ggml_type(&self) -> GgmlType {
+        self.ty
+    }
+
+    /// Rows (outputs).
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    /// Columns (inputs).
+    pub fn cols(&self) -> usize {
+        self.cols
+    }
+
+    /// Bytes held.
+    pub fn size_bytes(&self) -> usize {
+        self.data.len()
+    }
+
+    fn row_bytes(&self) -> usize {
+        self.data.len() / self.rows
+    }
+
+    fn row(&self, r: usize) -> &[u8] {
+        let n = self.row_bytes();
+        &self.data[r * n..(r + 1) * n]
+    }
+
+    /// Row `r` as f32.
+    pub fn dequantize_row(&self, r: usize) -> Vec<f32> {
+        dequantize(self.ty, self.row(r), self.cols)
+    }
+
+    /// The whole matrix as f32, row-major.
+    pub fn dequantize(&self) -> Vec<f32> {
+        dequantize(self.ty, &self.data, self.rows * self.cols)
+    }
+
+    /// The matrix with its rows reordered: row `i` of the result is row `order[i]`.
+    pub fn permute_rows(&self, order: &[usize]) -> Self {
+        let data: Vec<u8> = order.iter().flat_map(|&r| self.row(r)).copied().collect();
+        Self {
+            rows: order.len(),
+            data: data.into(),
+            ..self.clone()
+        }
+    }
+}
+
+/// Matrices that share their input, side by side in the output (Q, K and V; gate and up):
+/// `y = x · [W₁; W₂; …]ᵀ`. The parts may have different types (a Q4_K_M file mixes them).
+#[derive(Debug, Clone)]
+pub struct QuantLinear {
+    parts: Vec<QuantMatrix>,
+    cols: usize,
+    rows: usize,
+}
+
+type QuantRowFn = fn(&[u8], &[ActRow<'_>], &mut [f32]);
+type FloatRowFn = fn(&[u8], &[&[f32]], &mut [f32]);
+
+enum RowKernel {
+    Quant(QuantRowFn),
+    Float(FloatRowFn),
+}
+
+impl QuantLinear {
+    /// The parts' outputs side by side; every part must have the same number of columns.
+    pub fn new(parts: Vec<QuantMatrix>) -> Result<Self, ModelError> {
+        let cols = parts
+            .first()
+            .ok_or_else(|| ModelError::InvalidInput("no matrices".into()))?
+            .cols;
+        if let Some(bad) = parts.iter().find(|p| p.cols != cols) {
+            return Err(ModelError::InvalidInput(format!(
+                "matrices of {cols} and {} columns cannot share an input",
+                bad.cols
+            )));
+        }
+        let rows = parts.iter().map(|p| p.rows).sum();
+        Ok(Self { parts, cols, rows })
+    }
+
+    /// Inputs.
+    pub fn cols(&self) -> usize {
+        self.cols
+    }
+
+    /// Outputs (all parts).
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    /// Bytes held by the weights.
+    pub fn size_bytes(&self) -> usize {
+        self.parts.iter().map(QuantMatrix::size_bytes).sum()
+    }
+
+    /// The parts.
+    pub fn parts(&self) -> &[QuantMatrix] {
+        &self.parts
+    }
+
+    /// `x · Wᵀ` for `x` of `m` rows of [`Self::cols`] values: `m` rows of [`Self::rows`].
+    pub fn forward(&self, x: &[f32], m: usize) -> Vec<f32> {
+        self.forward_with(Kernels::detect(), x, m)
+    }
+
+    /// [`Self::forward`] with the given kernels (which the CPU must support).
+    pub fn forward_with(&self, kernels: Kernels, x: &[f32], m: usize) -> Vec<f32> {
+        assert_eq!(x.len(), m * self.cols, "input of {m} rows of {}", self.cols);
+        let needs_q8 = self.parts.iter().any(|p| !p.ty.is_float());
+        let q8 = needs_q8.then(|| Q8Activations::quantize(x, self.cols));
+        let q8_rows: Vec<ActRow<'_>> = q8
+            .as_ref()
+            .map(|q| (0..q.rows()).map(|r| q.row(r)).collect())
+            .unwrap_or_default();
+        let float_rows: Vec<&[f32]> = x.chunks_exact(self.cols).collect();
+        let kernels: Vec<RowKernel> = self
+            .parts
+            .iter()
+            .map(|p| row_kernel(p.ty, kernels))
+            .collect();
+        // Output transposed while computing (`[rows, m]`): each task owns whole weight rows.
+        let mut transposed = vec![0.0f32; self.rows * m];
+        let threads = rayon::current_num_threads().max(1);
+        let rows_per_task = self.rows.div_ceil(8 * threads).clamp(4, 64);
+        let starts: Vec<usize> = self
+            .parts
+            .iter()
+            .scan(0, |start, p| {
+                let s = *start;
+                *start += p.rows;
+                Some(s)
+            })
+            .collect();
+        transposed
+            .par_chunks_mut(rows_per_task * m)
+            .enumerate()
+            .for_each(|(task, out)| {
+                for (i, out) in out.chunks_exact_mut(m).enumerate() {
+                    let global = task * rows_per_task + i;
+                    let part = starts.partition_point(|&s| s <= global) - 1;
+                    let w = self.parts[part].row(global - starts[part]);
+                    match &kernels[part] {
+                        RowKernel::Quant(f) => f(w, &q8_rows, out),
+                        RowKernel::Float(f) => f(w, &float_rows, out),
+                    }
+                }
+            });
+        if m == 1 {
+            return transposed;
+        }
+        let mut y = vec![0.0f32; m * self.rows];
+        for (j, column) in transposed.chunks_exact(m).enumerate() {
+            for (i, &v) in column.iter().enumerate() {
+                y[i * self.rows + j] = v;
+            }
+        }
+        y
+    }
+}
+
+fn row_kernel(ty: GgmlType, kernels: Kernels) -> RowKernel {
+    macro_rules! pick {
+        ($format:ty) => {
+            RowKernel::Quant(match kernels {
+                #[cfg(target_arch = "x86_64")]
+                Kernels::Avx512Vnni => x86::dot_row_vnni::<$format>,
+                #[cfg(target_arch = "x86_64")]
+                Kernels::Avx2 => x86::dot_row_avx2::<$format>,
+                _ => scalar::dot_row::<$format>,
+            })
+        };
+    }
+    macro_rules! pick_float {
+        ($format:ty) => {
+            RowKernel::Float(match kernels {
+                #[cfg(target_arch = "x86_64")]
+                Kernels::Avx512Vnni | Kernels::Avx2 => x86::dot_row_float_avx2::<$format>,
+                _ => scalar::dot_row_float::<$format>,
+            })
+        };
+    }
+    use formats::{Q2K, Q3K, Q4_0, Q4_1, Q4K, Q5_0, Q5_1, Q5K, Q6K, Q8_0};
+    match ty {
+        GgmlType::F32 => pick_float!(floats::F32),
+        GgmlType::F16 => pick_float!(floats::F16),
+        GgmlType::BF16 => pick_float!(floats::Bf16),
+        GgmlType::Q4_0 => pick!(Q4_0),
+        GgmlType::Q4_1 => pick!(Q4_1),
+        GgmlType::Q5_0 => pick!(Q5_0),
+        GgmlType::Q5_1 => pick!(Q5_1),
+        GgmlType::Q8_0 => pick!(Q8_0),
+        GgmlType::Q2K => pick!(Q2K),
+        GgmlType::Q3K => pick!(Q3K),
+        GgmlType::Q4K => pick!(Q4K),
+        GgmlType::Q5K => pick!(Q5K),
+        GgmlType::Q6K => pick!(Q6K),
+    }
+}
