@@ -301,7 +301,7 @@ fn dequantize_q2k(b: &[u8], out: &mut Vec<f32>) {
 
 /// Scale `j` (0..16) of a Q3_K super-block: its low four bits are nibble `j / 8` of byte
 /// `j % 8`, its high two bits are bit pair `j / 4` of byte `8 + j % 4`; stored offset by 32.
-fn scale_k3(j: usize, scales: &[u8]) -> f32 {
+pub(crate) fn scale_k3(j: usize, scales: &[u8]) -> f32 {
     let low = if j < 8 {
         scales[j] & 0xf
     } else {
@@ -335,7 +335,7 @@ fn dequantize_q3k(b: &[u8], out: &mut Vec<f32>) {
 }
 
 /// Scale and minimum `j` (0..8) of a Q4_K super-block, 6 bits each, packed in 12 bytes.
-fn scale_min_k4(j: usize, q: &[u8]) -> (f32, f32) {
+pub(crate) fn scale_min_k4(j: usize, q: &[u8]) -> (f32, f32) {
     let (sc, m) = if j < 4 {
         (q[j] & 63, q[j + 4] & 63)
     } else {

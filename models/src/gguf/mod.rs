@@ -11,6 +11,7 @@ mod tokenizer;
 mod value;
 
 pub use dequant::{GgmlType, dequantize, f16_to_f32, ggml_type_name};
+pub(crate) use dequant::{scale_k3, scale_min_k4};
 pub use detok::IncrementalDetokenizer;
 pub use file::{GgufFile, GgufTensorInfo};
 pub use tokenizer::GgufTokenizer;

@@ -18,7 +18,7 @@
 //! The element order and bit positions are those of `gguf::dequantize` (whose docs describe
 //! each layout); the unit tests check every type against it.
 
-use crate::gguf::GgmlType;
+use crate::gguf::{GgmlType, scale_k3, scale_min_k4};
 
 /// Scales and offsets of every sub-block of one block, `[sub][half]`.
 #[derive(Debug, Clone, Copy, Default)]
@@ -68,29 +68,6 @@ fn with_fifth_bits(mut u: [u8; 32], qh: &[u8]) -> [u8; 32] {
         *value |= u8::from((bits >> j) & 1 == 1) << 4;
     }
     u
-}
-
-/// Scale and minimum `j` (0..8) of a Q4_K/Q5_K super-block: 6 bits each, packed in 12 bytes.
-pub(crate) fn scale_min_k4(j: usize, q: &[u8]) -> (u8, u8) {
-    if j < 4 {
-        (q[j] & 63, q[j + 4] & 63)
-    } else {
-        (
-            (q[j + 4] & 0xf) | ((q[j - 4] >> 6) << 4),
-            (q[j + 4] >> 4) | ((q[j] >> 6) << 4),
-        )
-    }
-}
-
-/// Scale `j` (0..16) of a Q3_K super-block, signed (see `gguf::dequantize`).
-fn scale_k3(j: usize, scales: &[u8]) -> f32 {
-    let low = if j < 8 {
-        scales[j] & 0xf
-    } else {
-        scales[j - 8] >> 4
-    };
-    let high = (scales[8 + j % 4] >> (2 * (j / 4))) & 3;
-    f32::from((low | (high << 4)).cast_signed() - 32)
 }
 
 /// Applies `f` to the 32 bytes at `at`.
@@ -225,8 +202,8 @@ fn k4_scales(b: &[u8]) -> BlockScales {
     let mut s = BlockScales::default();
     for j in 0..8 {
         let (sc, m) = scale_min_k4(j, &b[4..16]);
-        s.scale[j] = [d * f32::from(sc); 2];
-        s.offset[j] = [-dmin * f32::from(m); 2];
+        s.scale[j] = [d * sc; 2];
+        s.offset[j] = [-dmin * m; 2];
     }
     s
 }
