@@ -250,3 +250,30 @@ fn a_failing_preprocess_plugin_fails_closed_unless_told_to_fail_open() {
         assert_eq!(get(&server, "").0, 200, "{on_error}: the next request");
     }
 }
+
+/// Issue #16: a second auth plugin dropped into the folder is logged as unused once, not on
+/// every rescan (twice a second).
+#[test]
+fn a_plugin_that_another_overrides_is_reported_once() {
+    let (dir, server) = start("");
+    let folder = dir.path().join("data/plugins");
+    let tmp = folder.join("auth-keys.wasm.part");
+    std::fs::copy(dist("auth_keys.wasm"), &tmp).unwrap();
+    std::fs::rename(tmp, folder.join("auth-keys.wasm")).unwrap();
+    let notice = "another plugin already serves this hook";
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !server.log().contains(notice) {
+        assert!(
+            Instant::now() < deadline,
+            "never reported:\n{}",
+            server.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Six more rescans.
+    std::thread::sleep(Duration::from_millis(3000));
+    let log = server.log();
+    assert_eq!(log.matches(notice).count(), 1, "{log}");
+    // The folder's copy serves; the built-in one is the one left out.
+    assert_eq!(get(&server, "").0, 200);
+}

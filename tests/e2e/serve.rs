@@ -177,3 +177,45 @@ fn sigterm_shuts_down_cleanly_and_removes_runtime_files() {
     assert!(!data.join("server.json").exists());
     assert!(!data.join("admin.token").exists());
 }
+
+/// Issue #16: on a headless machine `device = "auto"` says what it found through the log and
+/// lets no native library write to stderr (`XDG_RUNTIME_DIR is invalid or not set`, from
+/// Wayland's client library under Mesa's Vulkan drivers).
+#[test]
+fn the_device_probe_is_quiet_on_a_headless_machine() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = format!(
+        "[[deployments]]\nname = \"tiny\"\nkind = \"chat\"\n  [[deployments.targets]]\n  source = \"{}\"\n  device = \"auto\"\n",
+        hearth_e2e::model_fixtures().join("tiny-qwen3").display()
+    );
+    let server = Server::start_headless(dir.path(), &config, &[]).unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !server.log().contains("chat model ready") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never loaded:\n{}",
+            server.log()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let log = server.log();
+    let gpu_nodes = std::path::Path::new("/dev/dri").exists()
+        || std::fs::read_dir("/dev").is_ok_and(|d| {
+            d.filter_map(Result::ok).any(|e| {
+                let name = e.file_name();
+                let name = name.to_string_lossy();
+                name == "dxg"
+                    || name
+                        .strip_prefix("nvidia")
+                        .is_some_and(|n| n.parse::<u32>().is_ok())
+            })
+        });
+    if gpu_nodes {
+        // A GPU's driver is asked; what it found is logged.
+        assert!(log.contains("wgpu adapters"), "{log}");
+    } else {
+        assert!(log.contains("no GPU device node"), "{log}");
+        assert!(!log.contains("XDG_RUNTIME_DIR"), "{log}");
+        assert!(log.contains("cpu (flex)"), "{log}");
+    }
+}

@@ -66,6 +66,16 @@ impl Server {
     /// Writes `config` to `dir/hearth.toml` and starts `hearth serve` on port 0,
     /// with its data in `dir/data`.
     pub fn start(dir: &Path, config: &str, extra_args: &[&str]) -> Result<Server> {
+        Self::spawn(dir, config, extra_args, false)
+    }
+
+    /// As [`Server::start`], on what a headless machine's environment looks like: no
+    /// `XDG_RUNTIME_DIR`, `WAYLAND_DISPLAY` or `DISPLAY`.
+    pub fn start_headless(dir: &Path, config: &str, extra_args: &[&str]) -> Result<Server> {
+        Self::spawn(dir, config, extra_args, true)
+    }
+
+    fn spawn(dir: &Path, config: &str, extra_args: &[&str], headless: bool) -> Result<Server> {
         let config_path = dir.join("hearth.toml");
         std::fs::write(&config_path, config)?;
         let data_dir = dir.join("data");
@@ -87,6 +97,11 @@ impl Server {
             .env("HEARTH_LOG", "info")
             .stdout(log.try_clone()?)
             .stderr(log);
+        if headless {
+            for var in ["XDG_RUNTIME_DIR", "WAYLAND_DISPLAY", "DISPLAY"] {
+                command.env_remove(var);
+            }
+        }
         let child = command.spawn().context("spawning hearth")?;
         let mut server = Server {
             child,

@@ -6,6 +6,14 @@
 //! `auto` takes a real GPU adapter (discrete, then integrated, then virtual) and otherwise
 //! the CPU backend: a software Vulkan driver such as Mesa's lavapipe is far slower than Flex,
 //! so only an explicit `device = "wgpu"` runs on one.
+//!
+//! Asking Vulkan for adapters is not free of side effects: wgpu enables every window-system
+//! surface extension, and Mesa's drivers then try to reach a Wayland compositor, whose client
+//! library writes `error: XDG_RUNTIME_DIR is invalid or not set` to fd 2 on a headless
+//! machine (once per enumeration; wgpu enumerates twice). wgpu has no option to leave those
+//! extensions out, so `auto` first looks for a GPU's device node and, on a machine without
+//! one, picks the CPU without loading any GPU driver. An explicit `wgpu` and `hearth devices`
+//! still ask Vulkan, since a software adapter has no device node.
 
 use hearth_models::Device;
 
@@ -30,7 +38,7 @@ pub fn select_device(choice: DeviceChoice) -> Result<(Device, String)> {
     let cpu = || (hearth_models::cpu_device(), "cpu (flex)".to_owned());
     match choice {
         DeviceChoice::Cpu => Ok(cpu()),
-        DeviceChoice::Auto => Ok(gpu::auto().unwrap_or_else(cpu)),
+        DeviceChoice::Auto => Ok(auto().unwrap_or_else(cpu)),
         DeviceChoice::Wgpu => gpu::any().ok_or_else(|| {
             HearthError::Config(format!(
                 "device = \"wgpu\": {}; use \"cpu\" or \"auto\"",
@@ -46,11 +54,52 @@ pub fn list_devices() -> Vec<DeviceReport> {
     let mut devices = vec![DeviceReport {
         name: "cpu".to_owned(),
         kind: "cpu".to_owned(),
-        auto: gpu::auto().is_none(),
+        auto: auto().is_none(),
         note: format!("burn Flex (pure-Rust CPU backend), {threads} threads"),
     }];
     devices.extend(gpu::reports());
     devices
+}
+
+/// What `auto` takes: the best real GPU, when this machine shows one.
+fn auto() -> Option<(Device, String)> {
+    if !has_gpu_node(std::path::Path::new("/dev")) {
+        log_once(|| {
+            tracing::info!(
+                "no GPU device node (/dev/dri/renderD*, /dev/nvidia*, /dev/dxg): device = \"auto\" runs on the CPU without probing wgpu"
+            );
+        });
+        return None;
+    }
+    gpu::auto()
+}
+
+fn log_once(log: impl FnOnce()) {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(log);
+}
+
+/// Whether `dev` (the `/dev` folder) holds a node a GPU driver would open: a DRM render node
+/// (Mesa, AMD, Intel, nvidia-drm), NVIDIA's own device files, or WSL2's GPU. Elsewhere than
+/// on Linux every machine may have one: wgpu is asked.
+fn has_gpu_node(dev: &std::path::Path) -> bool {
+    if !cfg!(target_os = "linux") {
+        return true;
+    }
+    let named = |folder: &std::path::Path, wanted: &dyn Fn(&str) -> bool| {
+        std::fs::read_dir(folder).is_ok_and(|entries| {
+            entries
+                .filter_map(|e| e.ok())
+                .any(|e| e.file_name().to_str().is_some_and(wanted))
+        })
+    };
+    named(&dev.join("dri"), &|name| name.starts_with("renderD"))
+        || named(dev, &|name| {
+            name == "dxg"
+                || name
+                    .strip_prefix("nvidia")
+                    .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+        })
 }
 
 #[cfg(feature = "wgpu")]
@@ -78,7 +127,8 @@ mod gpu {
                     .iter()
                     .map(wgpu::Adapter::get_info)
                     .collect();
-            tracing::debug!(count = adapters.len(), "enumerated wgpu adapters");
+            let found: Vec<String> = adapters.iter().map(label).collect();
+            tracing::info!(count = adapters.len(), adapters = ?found, "wgpu adapters");
             adapters
         })
     }
@@ -183,5 +233,28 @@ mod gpu {
 
     pub fn reports() -> Vec<DeviceReport> {
         Vec::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::has_gpu_node;
+
+    #[test]
+    #[cfg(target_os = "linux")]
+    fn a_gpu_shows_as_a_device_node() {
+        let dev = tempfile::tempdir().unwrap();
+        std::fs::write(dev.path().join("nvidiactl"), b"").unwrap();
+        std::fs::create_dir(dev.path().join("dri")).unwrap();
+        std::fs::write(dev.path().join("dri/card0"), b"").unwrap();
+        assert!(
+            !has_gpu_node(dev.path()),
+            "a control node or a card node is not a GPU to compute on"
+        );
+        std::fs::write(dev.path().join("dri/renderD128"), b"").unwrap();
+        assert!(has_gpu_node(dev.path()));
+        std::fs::remove_file(dev.path().join("dri/renderD128")).unwrap();
+        std::fs::write(dev.path().join("nvidia0"), b"").unwrap();
+        assert!(has_gpu_node(dev.path()));
     }
 }

@@ -83,6 +83,9 @@ pub struct PluginHost {
     pub max_body_bytes: usize,
     slots: Mutex<BTreeMap<String, Slot>>,
     set: RwLock<Arc<PluginSet>>,
+    /// The plugins left out of the last published set because another serves their hook:
+    /// the warning is logged when this changes, not on every rescan.
+    unused: Mutex<Vec<String>>,
 }
 
 impl std::fmt::Debug for PluginHost {
@@ -134,6 +137,7 @@ impl PluginHost {
             max_body_bytes: config.max_body_bytes,
             slots: Mutex::new(BTreeMap::new()),
             set: RwLock::new(Arc::new(PluginSet::default())),
+            unused: Mutex::new(Vec::new()),
         };
         {
             let mut slots = host.lock_slots();
@@ -378,15 +382,27 @@ impl PluginHost {
         let mut ordered: Vec<(&String, &Slot)> = slots.iter().collect();
         ordered.sort_by_key(|(key, slot)| (rank(slot), (*key).clone()));
         let mut set = PluginSet::default();
-        for (_, slot) in ordered {
+        let mut unused = Vec::new();
+        for (key, slot) in ordered {
             let Some(plugin) = &slot.plugin else { continue };
             match plugin.hook {
                 PluginHook::Auth if set.auth.is_none() => set.auth = Some(plugin.clone()),
                 PluginHook::Route if set.route.is_none() => set.route = Some(plugin.clone()),
                 PluginHook::Preprocess => set.preprocess.push(plugin.clone()),
-                hook => tracing::warn!(plugin = %plugin.name, hook = hook.as_str(),
-                    "another plugin already serves this hook; this one is not used"),
+                hook => unused.push((key.clone(), plugin.name.clone(), hook)),
             }
+        }
+        // Every rescan publishes (twice a second): a conflict is news once, when it appears.
+        let keys: Vec<String> = unused.iter().map(|(key, ..)| key.clone()).collect();
+        let mut last = self.unused.lock().unwrap_or_else(PoisonError::into_inner);
+        if *last != keys {
+            for (key, name, hook) in &unused {
+                if !last.contains(key) {
+                    tracing::warn!(plugin = %name, hook = hook.as_str(),
+                        "another plugin already serves this hook; this one is not used");
+                }
+            }
+            *last = keys;
         }
         *self.set.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(set);
     }
