@@ -224,7 +224,7 @@ fn main() -> Result<()> {
             },
         )?
         .key;
-        let state = hearth::server::build_state(config, store, None)?;
+        let state = hearth::api::AppState::build(config, store, None)?;
         let app = hearth::api::app(state);
         // On a worker thread, as the server's handlers run.
         let task = runtime.spawn(async move {

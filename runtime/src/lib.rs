@@ -1,7 +1,10 @@
 //! Hearth's runtime: the OpenAI-compatible HTTP API, the auth step, the Wasm plugin host,
 //! the engine, the store and configuration. The `hearth` binary (`main.rs`) is a thin CLI over this library.
 //!
-//! Direction of dependencies: `api` → `auth`/`management`/`deployments` → `store`.
+//! Direction of dependencies, without cycles (the `layering` test checks it): `server` →
+//! `api` → `auth`, `management`, `deployments` → `engine` → `proxy` → `plugins` → `config`,
+//! `store`. The HTTP side of the plugins and the proxy (the auth hook, the preprocess
+//! middleware, the forwarding handlers) lives in `api/`.
 
 pub mod api;
 pub mod audio;
@@ -20,3 +23,6 @@ pub mod server;
 pub mod store;
 
 pub use error::{HearthError, Result};
+
+#[cfg(test)]
+mod layering;

@@ -2,57 +2,12 @@
 //! runtime files for the CLI, and shuts down gracefully on SIGINT/SIGTERM.
 
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
 
 use crate::api::{AppState, app};
-use crate::auth::KeyAuthenticator;
 use crate::config::Config;
-use crate::deployments::Registry;
 use crate::error::{HearthError, Result};
-use crate::management::any_active_key;
-use crate::plugins::PluginHost;
-use crate::plugins::http::PluginAuthenticator;
 use crate::runtime_files::{self, ServerInfo};
-use crate::store::{SledStore, Store, now_unix};
-
-/// Builds the application state over an open store.
-pub fn build_state(
-    config: Config,
-    store: Arc<dyn Store>,
-    admin_token: Option<String>,
-) -> Result<AppState> {
-    let open = !config.auth_required() && !any_active_key(&*store)?;
-    let open = Arc::new(AtomicBool::new(open));
-    let keys = Arc::new(KeyAuthenticator::new(
-        store.clone(),
-        admin_token,
-        open.clone(),
-    ));
-    let plugins = Arc::new(PluginHost::start(
-        &config,
-        keys.clone(),
-        crate::plugins::builtins(),
-    )?);
-    let auth = Arc::new(PluginAuthenticator {
-        host: plugins.clone(),
-        keys,
-    });
-    let images = Arc::new(crate::images::ImageFiles::open(
-        &config.data_dir.join("images"),
-        config.image_url_ttl(),
-    )?);
-    Ok(AppState {
-        images,
-        registry: Arc::new(Registry::load(&config.deployments)),
-        config: Arc::new(config),
-        store,
-        auth,
-        open,
-        metrics: crate::metrics::handle(),
-        started_at: now_unix(),
-        plugins: Some(plugins),
-    })
-}
+use crate::store::{SledStore, Store};
 
 /// Runs the server until a shutdown signal.
 pub async fn serve(config: Config) -> Result<()> {
@@ -60,7 +15,7 @@ pub async fn serve(config: Config) -> Result<()> {
     let data_dir = config.data_dir.clone();
     let store: Arc<dyn Store> = Arc::new(SledStore::open(&data_dir)?);
     let admin_token = runtime_files::new_admin_token();
-    let state = build_state(config, store.clone(), Some(admin_token.clone()))?;
+    let state = AppState::build(config, store.clone(), Some(admin_token.clone()))?;
 
     let listener = tokio::net::TcpListener::bind(state.config.bind)
         .await

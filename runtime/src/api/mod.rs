@@ -15,6 +15,8 @@ mod keys;
 mod middleware;
 mod models;
 pub mod openapi;
+pub mod plugin_hooks;
+mod proxy;
 mod sampling_params;
 mod speech;
 mod sse;
@@ -35,11 +37,13 @@ use tower::ServiceBuilder;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
 
-use crate::auth::Authenticator;
+use crate::auth::{Authenticator, KeyAuthenticator};
 use crate::config::Config;
 use crate::deployments::Registry;
+use crate::error::Result;
+use crate::management::any_active_key;
 use crate::plugins::PluginHost;
-use crate::store::Store;
+use crate::store::{Store, now_unix};
 
 pub use extract::JsonBody;
 
@@ -60,6 +64,49 @@ pub struct AppState {
     pub plugins: Option<Arc<PluginHost>>,
     /// The expiring files behind image URLs (`<data_dir>/images`).
     pub images: Arc<crate::images::ImageFiles>,
+}
+
+impl AppState {
+    /// The state over an open store: the key authenticator, the plugin host (the config's
+    /// plugins, the watched folder, the built-in defaults) with the auth hook in front of the
+    /// keys, the deployments and the image files.
+    pub fn build(
+        config: Config,
+        store: Arc<dyn Store>,
+        admin_token: Option<String>,
+    ) -> Result<Self> {
+        let open = !config.auth_required() && !any_active_key(&*store)?;
+        let open = Arc::new(AtomicBool::new(open));
+        let keys = Arc::new(KeyAuthenticator::new(
+            store.clone(),
+            admin_token,
+            open.clone(),
+        ));
+        let plugins = Arc::new(PluginHost::start(
+            &config,
+            keys.clone(),
+            crate::plugins::builtins(),
+        )?);
+        let auth = Arc::new(plugin_hooks::PluginAuthenticator {
+            host: plugins.clone(),
+            keys,
+        });
+        let images = Arc::new(crate::images::ImageFiles::open(
+            &config.data_dir.join("images"),
+            config.image_url_ttl(),
+        )?);
+        Ok(Self {
+            images,
+            registry: Arc::new(Registry::load(&config.deployments)),
+            config: Arc::new(config),
+            store,
+            auth,
+            open,
+            metrics: crate::metrics::handle(),
+            started_at: now_unix(),
+            plugins: Some(plugins),
+        })
+    }
 }
 
 /// The whole router. Tests drive it with `oneshot`, the server with a socket.
@@ -96,11 +143,11 @@ pub fn app(state: AppState) -> Router {
         // for upstream deployments leave for their upstream.
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
-            crate::proxy::http::upstream_routes,
+            proxy::upstream_routes,
         ))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
-            crate::plugins::http::preprocess,
+            plugin_hooks::preprocess,
         ))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
@@ -108,13 +155,10 @@ pub fn app(state: AppState) -> Router {
         ));
 
     let proxy = Router::new()
-        .route(
-            "/model/proxy/{*path}",
-            any(crate::proxy::http::generic_proxy),
-        )
+        .route("/model/proxy/{*path}", any(proxy::generic_proxy))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
-            crate::plugins::http::preprocess,
+            plugin_hooks::preprocess,
         ))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),

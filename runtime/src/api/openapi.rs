@@ -17,7 +17,7 @@ use super::{chat, completions, embeddings, health, images, keys, models, speech,
         images::generations, images::edits, images::file, speech::speech,
         transcriptions::transcriptions, transcriptions::translations,
         keys::create, keys::list, keys::revoke, keys::usage,
-        crate::proxy::http::generic_proxy,
+        super::proxy::generic_proxy,
     ),
     modifiers(&BearerAuth)
 )]

@@ -44,7 +44,7 @@ fn harness(require_auth: bool) -> Harness {
     config.require_auth = Some(require_auth);
     config.data_dir = dir.path().to_path_buf();
     let store: Arc<dyn Store> = Arc::new(SledStore::open(dir.path()).unwrap());
-    let state = crate::server::build_state(config, store, Some("admin-token".into())).unwrap();
+    let state = AppState::build(config, store, Some("admin-token".into())).unwrap();
     Harness { _dir: dir, state }
 }
 

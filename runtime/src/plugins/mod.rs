@@ -10,11 +10,10 @@ mod breaker;
 mod defaults;
 mod engine;
 mod host;
-pub mod http;
 mod kv;
 mod plugin;
 mod state;
-mod validate;
+pub mod validate;
 
 pub use bindings::{keys, types};
 pub use defaults::builtins;

@@ -3,8 +3,6 @@
 //! route plugin, else weighted least-in-flight), retries before any byte reached the client,
 //! and the response streamed back as it arrives.
 
-pub mod http;
-
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};

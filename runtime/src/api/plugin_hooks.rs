@@ -1,6 +1,7 @@
 //! Where plugins meet HTTP: the request head they see, the auth hook as the router's
 //! [`Authenticator`], the key store behind the `keys` import, and the preprocess chain as a
-//! middleware on the model routes.
+//! middleware on the model routes. It lives in `api/` so that the plugin host itself
+//! (`plugins/`) knows nothing of requests, identities or the app state.
 
 use std::sync::Arc;
 
@@ -10,16 +11,13 @@ use axum::http::{HeaderMap, HeaderName, HeaderValue, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
-use super::bindings::{keys, types};
-use super::host::PluginHost;
-use super::plugin::Failure;
-use super::{KeyVerifier, validate};
-use crate::api::AppState;
+use super::AppState;
 use crate::auth::{
     Authenticator, Identity, KeyAuthenticator, KeyProblem, Principal, RequestHead, credential,
 };
 use crate::config::OnError;
 use crate::error::{HearthError, Result};
+use crate::plugins::{Failure, KeyVerifier, PluginHost, keys, types, validate};
 use crate::store::Scope;
 
 /// The head a plugin sees: lower-case header names, Hearth's internal `x-hearth-*` headers

@@ -1,6 +1,8 @@
 //! The proxy's HTTP side: `/model/proxy/{*path}` (any method, any API of an upstream
 //! deployment with `generic_proxy = true`), and the `/v1/*` model routes of upstream
-//! deployments, which go to the upstream unchanged instead of a local engine.
+//! deployments, which go to the upstream unchanged instead of a local engine. The forwarding
+//! itself (targets, routing, retries, streaming back) is `crate::proxy`, which knows nothing
+//! of the app state.
 
 use axum::body::{Body, Bytes};
 use axum::extract::{FromRequest, Multipart, Request, State};
@@ -9,14 +11,14 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use serde_json::Value;
 
-use super::Outgoing;
-use crate::api::AppState;
-use crate::api::inference::MODEL_HEADER;
+use super::AppState;
+use super::inference::MODEL_HEADER;
+use super::plugin_hooks::{facts, identity_to, plugin_head};
 use crate::auth::Identity;
 use crate::deployments::Deployment;
 use crate::engine::Backend;
 use crate::error::{HearthError, Result};
-use crate::plugins::http::{facts, identity_to, plugin_head};
+use crate::proxy::{Outgoing, UpstreamPool};
 
 /// Where the model comes from, in order: the `X-GPUStack-Model` header, the JSON body's
 /// `model`, a multipart body's `model` field.
@@ -52,7 +54,7 @@ async fn requested_model(parts: &Parts, body: &Bytes) -> Result<Option<String>> 
     Ok(None)
 }
 
-fn upstream_of(deployment: &Deployment) -> Option<std::sync::Arc<super::UpstreamPool>> {
+fn upstream_of(deployment: &Deployment) -> Option<std::sync::Arc<UpstreamPool>> {
     match &deployment.backend {
         Some(Backend::Upstream(pool)) => Some(pool.clone()),
         _ => None,
@@ -63,7 +65,7 @@ async fn forward(
     state: &AppState,
     parts: &Parts,
     body: Bytes,
-    pool: &super::UpstreamPool,
+    pool: &UpstreamPool,
     path_and_query: &str,
 ) -> Result<Response> {
     let identity = parts.extensions.get::<Identity>();
