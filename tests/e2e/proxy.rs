@@ -1,6 +1,7 @@
 //! Upstream deployments through the real binary: `/model/proxy/...` to a small non-OpenAI
 //! service started here (it echoes what it received, streams SSE, fails or hangs on
-//! request), and `/v1/chat/completions` streamed through two Hearth processes.
+//! request, answers chat with usage), and `/v1/chat/completions` streamed through two Hearth
+//! processes.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -19,6 +20,43 @@ const SSE_CHUNKS: [&[u8]; 4] = [
     b"\xa9 \xe2\x98\x95\n\n",
     b"data: [DONE]\n\n",
 ];
+
+/// What the service's `/v1/chat/completions` reports as usage.
+const UPSTREAM_USAGE: &str = r#"{"prompt_tokens":11,"completion_tokens":3,"total_tokens":14}"#;
+
+/// The service's chat answer: JSON with usage, or SSE chunks (cut in the middle of the usage
+/// chunk), with a usage chunk only when `include_usage` asked for it.
+fn chat_answer(stream: bool, include_usage: bool) -> Vec<Vec<u8>> {
+    if !stream {
+        return vec![
+            format!(
+                r#"{{"id":"c1","object":"chat.completion","choices":[{{"index":0,"message":{{"role":"assistant","content":"the \"usage\": {{}} of it"}},"finish_reason":"stop"}}],"usage":{UPSTREAM_USAGE}}}"#
+            )
+            .into_bytes(),
+        ];
+    }
+    let null = if include_usage {
+        r#","usage":null"#
+    } else {
+        ""
+    };
+    let mut chunks = vec![
+        format!(r#"data: {{"id":"c1","choices":[{{"index":0,"delta":{{"role":"assistant","content":"Hi"}},"finish_reason":null}}]{null}}}"#).into_bytes(),
+        format!("\n\ndata: {{\"id\":\"c1\",\"choices\":[{{\"index\":0,\"delta\":{{}},\"finish_reason\":\"stop\"}}]{null}}}\n\n").into_bytes(),
+    ];
+    if include_usage {
+        let usage = format!(r#"data: {{"id":"c1","choices":[],"usage":{UPSTREAM_USAGE}}}"#);
+        let (a, b) = usage.split_at(usage.len() - 20);
+        chunks.push(a.as_bytes().to_vec());
+        chunks.push(format!("{b}\n\n").into_bytes());
+    }
+    chunks.push(b"data: [DONE]\n\n".to_vec());
+    chunks
+}
+
+/// The service's `/v1/completions` body, labelled `application/json`.
+const NOT_JSON: &[u8] =
+    b"upstream says: {\"usage\": {\"prompt_tokens\": 1000, \"completion_tokens\": 1000}} \xff";
 
 /// Set when a `/slow` stream found its client gone (the proxy dropped the upstream request).
 static SLOW_STREAM_CUT: AtomicBool = AtomicBool::new(false);
@@ -74,6 +112,32 @@ fn serve_one(mut stream: TcpStream) -> std::io::Result<()> {
     reader.read_exact(&mut body)?;
     let (path, query) = target.split_once('?').unwrap_or((&target, ""));
     match path {
+        "/v1/chat/completions" => {
+            let request: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+            let streaming = request["stream"] == true;
+            let chunks = chat_answer(streaming, request["stream_options"]["include_usage"] == true);
+            if streaming {
+                stream.write_all(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n")?;
+                for chunk in chunks {
+                    write!(stream, "{:x}\r\n", chunk.len())?;
+                    stream.write_all(&chunk)?;
+                    stream.write_all(b"\r\n")?;
+                    stream.flush()?;
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                stream.write_all(b"0\r\n\r\n")?;
+            } else {
+                let answer = chunks.concat();
+                write!(stream, "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n", answer.len())?;
+                stream.write_all(&answer)?;
+            }
+        }
+        // Says it is JSON and is not; the usage-looking text must not count.
+        "/v1/completions" => {
+            let answer = NOT_JSON;
+            write!(stream, "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n", answer.len())?;
+            stream.write_all(answer)?;
+        }
         "/sse" => {
             stream.write_all(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\nx-echo: sse\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n")?;
             for chunk in SSE_CHUNKS {
@@ -386,5 +450,110 @@ fn health_checks_mark_a_dead_target_down_in_readyz() {
     assert!(
         metrics.contains("hearth_upstream_healthy"),
         "health is in /metrics"
+    );
+}
+
+/// The deployment's and the key's rows of `/v1/usage`: (requests, prompt, completion tokens).
+fn usage_rows(server: &Server, deployment: &str, key_id: &str) -> [(u64, u64, u64); 2] {
+    let rows: Value = Client::new()
+        .get(server.url("/v1/usage"))
+        .bearer_auth(&server.admin_token)
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let row = |kind: &str, subject: &str| {
+        rows["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["subject_type"] == kind && r["subject"] == subject)
+            .map_or((0, 0, 0), |r| {
+                let n = |f: &str| r[f].as_u64().unwrap_or(0);
+                (n("requests"), n("prompt_tokens"), n("completion_tokens"))
+            })
+    };
+    [row("deployment", deployment), row("key", key_id)]
+}
+
+/// Issue #16: the usage an upstream reports, in a JSON answer or in the SSE chunk
+/// `include_usage` asks for, is recorded per key and per deployment as local usage is, while
+/// the client gets the upstream's bytes unchanged; an answer without usage, or a body that is
+/// not JSON, records no tokens and passes through untouched.
+#[test]
+fn usage_reported_by_the_upstream_is_recorded_and_the_bytes_are_untouched() {
+    let port = echo_service();
+    let config = format!(
+        "[[deployments]]\nname = \"up-chat\"\naliases = [\"upc\"]\nkind = \"chat\"\n  [[deployments.targets]]\n  upstream = \"http://127.0.0.1:{port}\"\n"
+    );
+    let (_dir, server) = front(&config);
+    let key = hearth_e2e::create_key(&server.dir, &["--name", "usage"]).unwrap();
+    let key_id = key.split('_').nth(1).unwrap().to_owned();
+    let send = |path: &str, body: Value| {
+        let response = Client::new()
+            .post(server.url(path))
+            .bearer_auth(&key)
+            .json(&body)
+            .send()
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        response.bytes().unwrap().to_vec()
+    };
+    let wait_for = |expected: [(u64, u64, u64); 2]| {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let rows = usage_rows(&server, "up-chat", &key_id);
+            if rows == expected {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "usage {rows:?}, expected {expected:?}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    let messages = json!([{"role": "user", "content": "hi"}]);
+
+    // A JSON answer (through an alias: recorded under the deployment's name).
+    let got = send(
+        "/v1/chat/completions",
+        json!({"model": "upc", "messages": messages}),
+    );
+    assert_eq!(got, chat_answer(false, false).concat());
+    wait_for([(1, 11, 3), (1, 11, 3)]);
+
+    // SSE with include_usage: the usage chunk counts.
+    let got = send(
+        "/v1/chat/completions",
+        json!({"model": "up-chat", "messages": messages, "stream": true, "stream_options": {"include_usage": true}}),
+    );
+    assert_eq!(got, chat_answer(true, true).concat());
+    wait_for([(2, 22, 6), (2, 22, 6)]);
+
+    // SSE without it, and a "JSON" body that is not JSON: passed through, no tokens recorded
+    // (the key's request is counted at the door, as for every request).
+    let got = send(
+        "/v1/chat/completions",
+        json!({"model": "up-chat", "messages": messages, "stream": true}),
+    );
+    assert_eq!(got, chat_answer(true, false).concat());
+    let got = send(
+        "/v1/completions",
+        json!({"model": "up-chat", "prompt": "hi"}),
+    );
+    assert_eq!(got, NOT_JSON);
+    std::thread::sleep(Duration::from_millis(300));
+    wait_for([(2, 22, 6), (4, 22, 6)]);
+
+    let metrics = Client::new()
+        .get(server.url("/metrics"))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    assert!(
+        metrics.contains("hearth_usage_prompt_tokens_total{deployment=\"up-chat\"} 22"),
+        "{metrics}"
     );
 }

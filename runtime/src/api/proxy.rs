@@ -14,6 +14,7 @@ use serde_json::Value;
 use super::AppState;
 use super::inference::MODEL_HEADER;
 use super::plugin_hooks::{facts, identity_to, plugin_head};
+use super::usage::UsageSink;
 use crate::auth::Identity;
 use crate::deployments::Deployment;
 use crate::engine::Backend;
@@ -71,19 +72,28 @@ async fn forward(
     let identity = parts.extensions.get::<Identity>();
     let head = plugin_head(&parts.method, &parts.uri, &parts.headers);
     let facts = facts(parts.uri.path(), &parts.headers, &body);
-    pool.forward(
-        state.plugins.as_deref(),
-        Outgoing {
-            method: &parts.method,
-            path_and_query,
-            headers: &parts.headers,
-            body,
-            head,
-            facts,
-            identity: identity.map(identity_to),
-        },
-    )
-    .await
+    let response = pool
+        .forward(
+            state.plugins.as_deref(),
+            Outgoing {
+                method: &parts.method,
+                path_and_query,
+                headers: &parts.headers,
+                body,
+                head,
+                facts,
+                identity: identity.map(identity_to),
+            },
+        )
+        .await?;
+    // The upstream's own count, as local answers record theirs: per deployment and per key.
+    let Some(identity) = identity else {
+        return Ok(response);
+    };
+    let sink = UsageSink::new(state, identity, &pool.deployment);
+    Ok(crate::proxy::usage::tap(response, move |usage| {
+        sink.record(usage.prompt_tokens, usage.completion_tokens);
+    }))
 }
 
 /// On the `/v1/*` model routes: a request for an upstream deployment is forwarded as it is

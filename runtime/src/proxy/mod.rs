@@ -1,7 +1,10 @@
 //! Forwarding to upstream model servers (vLLM, llama.cpp, Ollama, another Hearth): the
 //! targets of an upstream deployment with their live state, the choice of a target (the
 //! route plugin, else weighted least-in-flight), retries before any byte reached the client,
-//! and the response streamed back as it arrives.
+//! and the response streamed back as it arrives, with the token usage it reports read on the
+//! way ([`usage`]).
+
+pub mod usage;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
