@@ -198,20 +198,23 @@ pub fn ggml_type_name(id: u32) -> String {
         .map_or_else(|| format!("type {id}"), |name| (*name).to_string())
 }
 
-/// IEEE 754 half to f32 (exact, subnormals and infinities included).
+/// IEEE 754 half to f32, exact for every value (subnormals, infinities and NaNs included).
+///
+/// Branch-free on finite values, and inlined: the quantised kernels convert two halves per
+/// 32 weights, so a call (or the `half` crate's run-time F16C check) per scale costs more than
+/// the dot product it scales. Shifted into f32's place, a half's exponent and mantissa read as
+/// the value times 2^−112 (the exponent biases are 15 and 127), subnormal halves too, so one
+/// exact multiply by 2^112 rescales them.
+#[inline]
 pub fn f16_to_f32(bits: u16) -> f32 {
-    let sign = u32::from(bits >> 15) << 31;
-    let exponent = u32::from((bits >> 10) & 0x1f);
-    let mantissa = u32::from(bits & 0x3ff);
-    let magnitude = match (exponent, mantissa) {
-        (0, 0) => 0,
-        // Subnormal: mantissa · 2^-24, exact in f32.
-        #[allow(clippy::cast_precision_loss, reason = "mantissa < 1024")]
-        (0, m) => (m as f32 * f32::from_bits(0x3380_0000)).to_bits(),
-        (0x1f, m) => 0x7f80_0000 | (m << 13),
-        (e, m) => ((e + 112) << 23) | (m << 13),
+    let bits = u32::from(bits);
+    let magnitude = (bits & 0x7fff) << 13;
+    let value = if magnitude >= 0x0f80_0000 {
+        f32::from_bits(magnitude | 0x7f80_0000)
+    } else {
+        f32::from_bits(magnitude) * f32::from_bits(0x7780_0000)
     };
-    f32::from_bits(sign | magnitude)
+    f32::from_bits(value.to_bits() | ((bits & 0x8000) << 16))
 }
 
 fn half(bytes: &[u8], at: usize) -> f32 {

@@ -10,22 +10,31 @@ pub(crate) struct Q8Activations {
     pub q: Vec<i8>,
     /// One scale per 32 values.
     pub d: Vec<f32>,
-    /// `d · Σ q` over each 16 values (two per 32): what a weight offset multiplies.
+    /// `d · Σ q` over each 32 values: what a block's weight offset multiplies.
+    pub sums: Vec<f32>,
+    /// `d · Σ q` over each 16 values (two per 32), for the k-quants' offsets per half.
     pub half_sums: Vec<f32>,
 }
 
 impl Q8Activations {
     /// Quantises `x` (`rows · cols` values, row-major).
+    #[cfg(test)]
     pub fn quantize(x: &[f32], cols: usize) -> Self {
+        let mut out = Self::default();
+        out.quantize_into(x, cols);
+        out
+    }
+
+    /// [`Self::quantize`] into these buffers (their capacity is kept).
+    pub fn quantize_into(&mut self, x: &[f32], cols: usize) {
         debug_assert!(cols.is_multiple_of(32) && x.len().is_multiple_of(cols));
-        let blocks = x.len() / 32;
-        let mut out = Self {
-            cols,
-            q: vec![0; x.len()],
-            d: Vec::with_capacity(blocks),
-            half_sums: Vec::with_capacity(2 * blocks),
-        };
-        for (values, q) in x.chunks_exact(32).zip(out.q.chunks_exact_mut(32)) {
+        self.cols = cols;
+        self.q.clear();
+        self.q.resize(x.len(), 0);
+        self.d.clear();
+        self.sums.clear();
+        self.half_sums.clear();
+        for (values, q) in x.chunks_exact(32).zip(self.q.chunks_exact_mut(32)) {
             let max = values.iter().fold(0.0f32, |m, v| m.max(v.abs()));
             let d = max / 127.0;
             let inverse = if d > 0.0 { 1.0 / d } else { 0.0 };
@@ -38,19 +47,16 @@ impl Q8Activations {
                     *q = (v * inverse).round() as i8;
                 }
             }
-            out.d.push(d);
-            for half in q.chunks_exact(16) {
+            self.d.push(d);
+            let [first, second] = [&q[..16], &q[16..]].map(|half| {
                 let sum: i32 = half.iter().map(|&v| i32::from(v)).sum();
                 #[allow(clippy::cast_precision_loss, reason = "|sum| ≤ 16·127")]
-                out.half_sums.push(d * sum as f32);
-            }
+                let sum = sum as f32;
+                sum
+            });
+            self.half_sums.extend([d * first, d * second]);
+            self.sums.push(d * (first + second));
         }
-        out
-    }
-
-    /// Number of rows.
-    pub fn rows(&self) -> usize {
-        self.q.len() / self.cols
     }
 
     /// Row `r`'s quantised values, scales and half sums.
@@ -59,6 +65,7 @@ impl Q8Activations {
         ActRow {
             q: &self.q[r * self.cols..(r + 1) * self.cols],
             d: &self.d[r * blocks..(r + 1) * blocks],
+            sums: &self.sums[r * blocks..(r + 1) * blocks],
             half_sums: &self.half_sums[2 * r * blocks..2 * (r + 1) * blocks],
         }
     }
@@ -69,5 +76,6 @@ impl Q8Activations {
 pub(crate) struct ActRow<'a> {
     pub q: &'a [i8],
     pub d: &'a [f32],
+    pub sums: &'a [f32],
     pub half_sums: &'a [f32],
 }

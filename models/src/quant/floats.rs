@@ -25,7 +25,7 @@ impl FloatFormat for F32 {
 impl FloatFormat for F16 {
     const BYTES: usize = 2;
     fn value(b: &[u8]) -> f32 {
-        half::f16::from_bits(u16::from_le_bytes([b[0], b[1]])).to_f32()
+        crate::gguf::f16_to_f32(u16::from_le_bytes([b[0], b[1]]))
     }
 }
 

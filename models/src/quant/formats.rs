@@ -18,7 +18,7 @@
 //! The element order and bit positions are those of `gguf::dequantize` (whose docs describe
 //! each layout); the unit tests check every type against it.
 
-use crate::gguf::{GgmlType, scale_k3, scale_min_k4};
+use crate::gguf::{GgmlType, f16_to_f32, scale_k3, scale_min_k4};
 
 /// Scales and offsets of every sub-block of one block, `[sub][half]`.
 #[derive(Debug, Clone, Copy, Default)]
@@ -28,6 +28,7 @@ pub(crate) struct BlockScales {
 }
 
 impl BlockScales {
+    #[inline]
     fn uniform(scale: f32, offset: f32) -> Self {
         let mut s = Self::default();
         s.scale[0] = [scale; 2];
@@ -49,8 +50,9 @@ pub(crate) trait Format {
     fn unpack(block: &[u8], sub: usize) -> [u8; 32];
 }
 
+#[inline]
 pub(crate) fn half(block: &[u8], at: usize) -> f32 {
-    half::f16::from_bits(u16::from_le_bytes([block[at], block[at + 1]])).to_f32()
+    f16_to_f32(u16::from_le_bytes([block[at], block[at + 1]]))
 }
 
 fn nibbles(qs: &[u8]) -> [u8; 32] {
@@ -103,6 +105,7 @@ pub(crate) struct Q6K;
 impl Format for Q4_0 {
     const TYPE: GgmlType = GgmlType::Q4_0;
     const SUBS: usize = 1;
+    #[inline]
     fn scales(b: &[u8]) -> BlockScales {
         let d = half(b, 0);
         BlockScales::uniform(d, -8.0 * d)
@@ -115,6 +118,7 @@ impl Format for Q4_0 {
 impl Format for Q4_1 {
     const TYPE: GgmlType = GgmlType::Q4_1;
     const SUBS: usize = 1;
+    #[inline]
     fn scales(b: &[u8]) -> BlockScales {
         BlockScales::uniform(half(b, 0), half(b, 2))
     }
@@ -126,6 +130,7 @@ impl Format for Q4_1 {
 impl Format for Q5_0 {
     const TYPE: GgmlType = GgmlType::Q5_0;
     const SUBS: usize = 1;
+    #[inline]
     fn scales(b: &[u8]) -> BlockScales {
         let d = half(b, 0);
         BlockScales::uniform(d, -16.0 * d)
@@ -138,6 +143,7 @@ impl Format for Q5_0 {
 impl Format for Q5_1 {
     const TYPE: GgmlType = GgmlType::Q5_1;
     const SUBS: usize = 1;
+    #[inline]
     fn scales(b: &[u8]) -> BlockScales {
         BlockScales::uniform(half(b, 0), half(b, 2))
     }
@@ -150,6 +156,7 @@ impl Format for Q8_0 {
     const TYPE: GgmlType = GgmlType::Q8_0;
     const SUBS: usize = 1;
     const SIGNED: bool = true;
+    #[inline]
     fn scales(b: &[u8]) -> BlockScales {
         BlockScales::uniform(half(b, 0), 0.0)
     }
@@ -161,6 +168,7 @@ impl Format for Q8_0 {
 impl Format for Q2K {
     const TYPE: GgmlType = GgmlType::Q2K;
     const SUBS: usize = 8;
+    #[inline]
     fn scales(b: &[u8]) -> BlockScales {
         let (d, dmin) = (half(b, 80), half(b, 82));
         let mut s = BlockScales::default();
@@ -179,6 +187,7 @@ impl Format for Q2K {
 impl Format for Q3K {
     const TYPE: GgmlType = GgmlType::Q3K;
     const SUBS: usize = 8;
+    #[inline]
     fn scales(b: &[u8]) -> BlockScales {
         let d = half(b, 108);
         let mut s = BlockScales::default();
@@ -211,6 +220,7 @@ fn k4_scales(b: &[u8]) -> BlockScales {
 impl Format for Q4K {
     const TYPE: GgmlType = GgmlType::Q4K;
     const SUBS: usize = 8;
+    #[inline]
     fn scales(b: &[u8]) -> BlockScales {
         k4_scales(b)
     }
@@ -223,6 +233,7 @@ impl Format for Q4K {
 impl Format for Q5K {
     const TYPE: GgmlType = GgmlType::Q5K;
     const SUBS: usize = 8;
+    #[inline]
     fn scales(b: &[u8]) -> BlockScales {
         k4_scales(b)
     }
@@ -237,6 +248,7 @@ impl Format for Q5K {
 impl Format for Q6K {
     const TYPE: GgmlType = GgmlType::Q6K;
     const SUBS: usize = 8;
+    #[inline]
     fn scales(b: &[u8]) -> BlockScales {
         let d = half(b, 208);
         let mut s = BlockScales::default();

@@ -153,6 +153,20 @@ impl QuantMatrix {
         dequantize(self.ty, &self.data, self.rows * self.cols)
     }
 
+    /// The matrix as f32 rows (for the float kernels).
+    pub fn to_f32(&self) -> Self {
+        let data: Vec<u8> = self
+            .dequantize()
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect();
+        Self {
+            ty: GgmlType::F32,
+            data: data.into(),
+            ..self.clone()
+        }
+    }
+
     /// The matrix with its rows reordered: row `i` of the result is row `order[i]`.
     pub fn permute_rows(&self, order: &[usize]) -> Self {
         let data: Vec<u8> = order.iter().flat_map(|&r| self.row(r)).copied().collect();
@@ -225,21 +239,45 @@ impl QuantLinear {
 
     /// [`Self::forward`] with the given kernels (which the CPU must support).
     pub fn forward_with(&self, kernels: Kernels, x: &[f32], m: usize) -> Vec<f32> {
+        let mut y = Vec::new();
+        self.forward_into(kernels, x, m, &mut MatmulScratch::default(), &mut y);
+        y
+    }
+
+    /// [`Self::forward_with`] into `y` (resized to `m` rows), reusing `scratch`'s buffers: a
+    /// decode loop that keeps both allocates nothing here once they have grown.
+    pub fn forward_into(
+        &self,
+        kernels: Kernels,
+        x: &[f32],
+        m: usize,
+        scratch: &mut MatmulScratch,
+        y: &mut Vec<f32>,
+    ) {
         assert_eq!(x.len(), m * self.cols, "input of {m} rows of {}", self.cols);
         let needs_q8 = self.parts.iter().any(|p| !p.ty.is_float());
-        let q8 = needs_q8.then(|| Q8Activations::quantize(x, self.cols));
-        let q8_rows: Vec<ActRow<'_>> = q8
-            .as_ref()
-            .map(|q| (0..q.rows()).map(|r| q.row(r)).collect())
-            .unwrap_or_default();
+        if needs_q8 {
+            scratch.q8.quantize_into(x, self.cols);
+        }
+        let q8_rows: Vec<ActRow<'_>> = if needs_q8 {
+            (0..m).map(|r| scratch.q8.row(r)).collect()
+        } else {
+            Vec::new()
+        };
         let float_rows: Vec<&[f32]> = x.chunks_exact(self.cols).collect();
         let kernels: Vec<RowKernel> = self
             .parts
             .iter()
             .map(|p| row_kernel(p.ty, kernels))
             .collect();
-        // Output transposed while computing (`[rows, m]`): each task owns whole weight rows.
-        let mut transposed = vec![0.0f32; self.rows * m];
+        // Computed transposed (`[rows, m]`, each task owns whole weight rows) unless `m` is 1.
+        let transposed = if m == 1 {
+            &mut *y
+        } else {
+            &mut scratch.transposed
+        };
+        transposed.clear();
+        transposed.resize(self.rows * m, 0.0);
         let threads = rayon::current_num_threads().max(1);
         let rows_per_task = self.rows.div_ceil(8 * threads).clamp(4, 64);
         let starts: Vec<usize> = self
@@ -266,16 +304,24 @@ impl QuantLinear {
                 }
             });
         if m == 1 {
-            return transposed;
+            return;
         }
-        let mut y = vec![0.0f32; m * self.rows];
-        for (j, column) in transposed.chunks_exact(m).enumerate() {
+        y.clear();
+        y.resize(m * self.rows, 0.0);
+        for (j, column) in scratch.transposed.chunks_exact(m).enumerate() {
             for (i, &v) in column.iter().enumerate() {
                 y[i * self.rows + j] = v;
             }
         }
-        y
     }
+}
+
+/// The buffers of one matrix product (quantised activations, the transposed output), kept
+/// between calls by [`QuantLinear::forward_into`]'s callers.
+#[derive(Debug, Default)]
+pub struct MatmulScratch {
+    q8: Q8Activations,
+    transposed: Vec<f32>,
 }
 
 fn row_kernel(ty: GgmlType, kernels: Kernels) -> RowKernel {

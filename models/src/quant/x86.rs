@@ -10,15 +10,16 @@
 )]
 
 use std::arch::x86_64::{
-    __m128i, __m256, __m256i, _mm_add_ps, _mm_add_ss, _mm_and_si128, _mm_cvtsi32_si128,
-    _mm_cvtss_f32, _mm_loadu_si128, _mm_movehl_ps, _mm_set1_epi8, _mm_set1_ps, _mm_shuffle_ps,
-    _mm_srli_epi16, _mm256_add_ps, _mm256_and_si256, _mm256_castps256_ps128, _mm256_castsi256_ps,
-    _mm256_cmpeq_epi8, _mm256_cvtepi32_ps, _mm256_cvtepu16_epi32, _mm256_cvtph_ps,
-    _mm256_dpbusd_epi32, _mm256_extractf128_ps, _mm256_fmadd_ps, _mm256_loadu_ps,
-    _mm256_loadu_si256, _mm256_madd_epi16, _mm256_maddubs_epi16, _mm256_mul_ps, _mm256_or_si256,
-    _mm256_set_epi64x, _mm256_set_m128, _mm256_set_m128i, _mm256_set1_epi8, _mm256_set1_epi16,
-    _mm256_set1_epi32, _mm256_set1_epi64x, _mm256_set1_ps, _mm256_setzero_ps, _mm256_setzero_si256,
-    _mm256_shuffle_epi8, _mm256_sign_epi8, _mm256_slli_epi16, _mm256_slli_epi32, _mm256_srl_epi16,
+    __m128i, __m256, __m256i, _mm_add_ps, _mm_add_ss, _mm_and_si128, _mm_cvtph_ps,
+    _mm_cvtsi32_si128, _mm_cvtss_f32, _mm_loadu_si128, _mm_movehdup_ps, _mm_movehl_ps,
+    _mm_set1_epi8, _mm_set1_ps, _mm_shuffle_ps, _mm_srli_epi16, _mm256_add_ps, _mm256_and_si256,
+    _mm256_castps256_ps128, _mm256_castsi256_ps, _mm256_cmpeq_epi8, _mm256_cvtepi32_ps,
+    _mm256_cvtepu16_epi32, _mm256_cvtph_ps, _mm256_dpbusd_epi32, _mm256_extractf128_ps,
+    _mm256_fmadd_ps, _mm256_loadu_ps, _mm256_loadu_si256, _mm256_madd_epi16, _mm256_maddubs_epi16,
+    _mm256_mul_ps, _mm256_or_si256, _mm256_set_epi64x, _mm256_set_m128, _mm256_set_m128i,
+    _mm256_set1_epi8, _mm256_set1_epi16, _mm256_set1_epi32, _mm256_set1_epi64x, _mm256_set1_ps,
+    _mm256_setzero_ps, _mm256_setzero_si256, _mm256_shuffle_epi8, _mm256_sign_epi8,
+    _mm256_slli_epi16, _mm256_slli_epi32, _mm256_srl_epi16,
 };
 
 use super::activations::ActRow;
@@ -30,6 +31,26 @@ pub(crate) trait Avx2Format: Format {
     /// # Safety
     /// The CPU must have AVX2; `block` must hold one whole block.
     unsafe fn unpack_avx2(block: &[u8], sub: usize) -> __m256i;
+
+    /// The scale and offset of a block of a one-sub-block type (`SUBS == 1`), with its f16
+    /// fields converted by F16C.
+    ///
+    /// # Safety
+    /// The CPU must have AVX2 and F16C; `block` must hold one whole block.
+    #[inline]
+    unsafe fn scale_offset(block: &[u8]) -> (f32, f32) {
+        let s = Self::scales(block);
+        (s.scale[0][0], s.offset[0][0])
+    }
+}
+
+/// The f16 values at bytes 0–1 and 2–3 of `block`.
+#[inline]
+#[target_feature(enable = "avx2,f16c")]
+fn halves(block: &[u8]) -> (f32, f32) {
+    let bits = i32::from_le_bytes([block[0], block[1], block[2], block[3]]);
+    let both = _mm_cvtph_ps(_mm_cvtsi32_si128(bits));
+    (_mm_cvtss_f32(both), _mm_cvtss_f32(_mm_movehdup_ps(both)))
 }
 
 #[inline]
@@ -100,19 +121,42 @@ macro_rules! unpack {
             }
         }
     };
+    ($format:ty, |$b:ident, $sub:ident| $body:expr, |$h:ident| $scale_offset:expr) => {
+        impl Avx2Format for $format {
+            #[inline]
+            #[target_feature(enable = "avx2")]
+            unsafe fn unpack_avx2($b: &[u8], $sub: usize) -> __m256i {
+                $body
+            }
+
+            #[inline]
+            #[target_feature(enable = "avx2,f16c")]
+            unsafe fn scale_offset($h: &[u8]) -> (f32, f32) {
+                $scale_offset
+            }
+        }
+    };
 }
 
-unpack!(Q4_0, |b, _s| nibbles(&b[2..18]));
-unpack!(Q4_1, |b, _s| nibbles(&b[4..20]));
-unpack!(Q5_0, |b, _s| _mm256_or_si256(
-    nibbles(&b[6..22]),
-    fifth_bits(&b[2..6])
-));
-unpack!(Q5_1, |b, _s| _mm256_or_si256(
-    nibbles(&b[8..24]),
-    fifth_bits(&b[4..8])
-));
-unpack!(Q8_0, |b, _s| load256(&b[2..34]));
+unpack!(Q4_0, |b, _s| nibbles(&b[2..18]), |h| {
+    let d = halves(h).0;
+    (d, -8.0 * d)
+});
+unpack!(Q4_1, |b, _s| nibbles(&b[4..20]), |h| halves(h));
+unpack!(
+    Q5_0,
+    |b, _s| _mm256_or_si256(nibbles(&b[6..22]), fifth_bits(&b[2..6])),
+    |h| {
+        let d = halves(h).0;
+        (d, -16.0 * d)
+    }
+);
+unpack!(
+    Q5_1,
+    |b, _s| _mm256_or_si256(nibbles(&b[8..24]), fifth_bits(&b[4..8])),
+    |h| halves(h)
+);
+unpack!(Q8_0, |b, _s| load256(&b[2..34]), |h| (halves(h).0, 0.0));
 unpack!(Q2K, |b, sub| bits(
     load256(&b[16 + 32 * (sub / 4)..]),
     2 * (sub % 4),
@@ -165,40 +209,97 @@ fn hsum(v: __m256) -> f32 {
 
 macro_rules! row_kernel {
     ($tile:ident, $row:ident, $features:literal, $int_dot:ident) => {
-        /// `R` activation rows against one weight row.
+        /// `R` activation rows against one weight row. Two accumulators per row (even and odd
+        /// sub-blocks) halve the chain of dependent FMAs.
         #[inline]
         #[target_feature(enable = $features)]
         fn $tile<F: Avx2Format, const R: usize>(w: &[u8], acts: &[ActRow<'_>], out: &mut [f32]) {
             let acts: &[ActRow<'_>; R] = acts.try_into().expect("a tile of R rows");
-            let mut acc = [_mm256_setzero_ps(); R];
-            let mut offset = [0.0f32; R];
-            for (b, block) in w.chunks_exact(F::TYPE.block_bytes()).enumerate() {
-                let s = F::scales(block);
-                for sub in 0..F::SUBS {
-                    // SAFETY: AVX2 is enabled here; `block` is one whole block.
-                    let u = unsafe { F::unpack_avx2(block, sub) };
+            let subs = w.len() / F::TYPE.block_bytes() * F::SUBS;
+            let q: [&[[i8; 32]]; R] = std::array::from_fn(|r| acts[r].q.as_chunks::<32>().0);
+            for r in 0..R {
+                // Checked once here so the loops below index without checks.
+                assert!(
+                    q[r].len() == subs
+                        && acts[r].d.len() == subs
+                        && acts[r].sums.len() == subs
+                        && acts[r].half_sums.len() == 2 * subs,
+                    "activation rows of {subs} sub-blocks"
+                );
+            }
+            let mut acc = [[_mm256_setzero_ps(); 2]; R];
+            let mut offset = [[0.0f32; 2]; R];
+            macro_rules! sub_block {
+                ($u:expr, $a:expr, $lane:literal, $scale:expr, |$r:ident| $offset:expr) => {{
+                    let u = $u;
                     let magnitude = if F::SIGNED { _mm256_sign_epi8(u, u) } else { u };
-                    let a = b * F::SUBS + sub;
-                    let scale =
-                        _mm256_set_m128(_mm_set1_ps(s.scale[sub][1]), _mm_set1_ps(s.scale[sub][0]));
-                    for r in 0..R {
-                        let row = &acts[r];
-                        let mut p = load256(bytemuck_i8(&row.q[32 * a..32 * a + 32]));
+                    for $r in 0..R {
+                        let mut p = load256(bytemuck_i8(&q[$r][$a]));
                         if F::SIGNED {
                             p = _mm256_sign_epi8(p, u);
                         }
                         let dots = _mm256_cvtepi32_ps($int_dot(magnitude, p));
-                        let scale = _mm256_mul_ps(scale, _mm256_set1_ps(row.d[a]));
-                        acc[r] = _mm256_fmadd_ps(dots, scale, acc[r]);
+                        let scale = _mm256_mul_ps($scale, _mm256_set1_ps(acts[$r].d[$a]));
+                        acc[$r][$lane] = _mm256_fmadd_ps(dots, scale, acc[$r][$lane]);
                         if !F::SIGNED {
-                            offset[r] += s.offset[sub][0] * row.half_sums[2 * a]
-                                + s.offset[sub][1] * row.half_sums[2 * a + 1];
+                            offset[$r][$lane] += $offset;
+                        }
+                    }
+                }};
+            }
+            if F::SUBS == 1 {
+                let bytes = F::TYPE.block_bytes();
+                let mut pairs = w.chunks_exact(2 * bytes);
+                for (pair, blocks) in pairs.by_ref().enumerate() {
+                    let (first, second) = blocks.split_at(bytes);
+                    for (lane_block, a) in [(first, 2 * pair), (second, 2 * pair + 1)] {
+                        // SAFETY: AVX2 and F16C are enabled here; one whole block each.
+                        let ((scale, off), u) =
+                            unsafe { (F::scale_offset(lane_block), F::unpack_avx2(lane_block, 0)) };
+                        let scale = _mm256_set1_ps(scale);
+                        if a % 2 == 0 {
+                            sub_block!(u, a, 0, scale, |r| off * acts[r].sums[a]);
+                        } else {
+                            sub_block!(u, a, 1, scale, |r| off * acts[r].sums[a]);
+                        }
+                    }
+                }
+                let tail = pairs.remainder();
+                if !tail.is_empty() {
+                    let a = subs - 1;
+                    // SAFETY: as above.
+                    let ((scale, off), u) =
+                        unsafe { (F::scale_offset(tail), F::unpack_avx2(tail, 0)) };
+                    let scale = _mm256_set1_ps(scale);
+                    sub_block!(u, a, 0, scale, |r| off * acts[r].sums[a]);
+                }
+            } else {
+                for (b, block) in w.chunks_exact(F::TYPE.block_bytes()).enumerate() {
+                    let s = F::scales(block);
+                    for pair in 0..F::SUBS / 2 {
+                        for sub in [2 * pair, 2 * pair + 1] {
+                            let a = b * F::SUBS + sub;
+                            // SAFETY: AVX2 is enabled here; `block` is one whole block.
+                            let u = unsafe { F::unpack_avx2(block, sub) };
+                            let scale = _mm256_set_m128(
+                                _mm_set1_ps(s.scale[sub][1]),
+                                _mm_set1_ps(s.scale[sub][0]),
+                            );
+                            let [o0, o1] = s.offset[sub];
+                            let half_offsets = |r: usize| {
+                                o0 * acts[r].half_sums[2 * a] + o1 * acts[r].half_sums[2 * a + 1]
+                            };
+                            if sub % 2 == 0 {
+                                sub_block!(u, a, 0, scale, |r| half_offsets(r));
+                            } else {
+                                sub_block!(u, a, 1, scale, |r| half_offsets(r));
+                            }
                         }
                     }
                 }
             }
             for r in 0..R {
-                out[r] = hsum(acc[r]) + offset[r];
+                out[r] = hsum(_mm256_add_ps(acc[r][0], acc[r][1])) + offset[r][0] + offset[r][1];
             }
         }
 
@@ -217,11 +318,11 @@ macro_rules! row_kernel {
     };
 }
 
-row_kernel!(tile_avx2, row_avx2, "avx2,fma", int_dot_avx2);
+row_kernel!(tile_avx2, row_avx2, "avx2,fma,f16c", int_dot_avx2);
 row_kernel!(
     tile_vnni,
     row_vnni,
-    "avx2,fma,avx512vnni,avx512vl",
+    "avx2,fma,f16c,avx512vnni,avx512vl",
     int_dot_vnni
 );
 

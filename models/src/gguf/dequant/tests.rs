@@ -167,3 +167,12 @@ fn type_ids_names_and_sizes() {
     }
     assert_eq!(ggml_type_name(99), "type 99");
 }
+
+#[test]
+fn every_half_converts_exactly() {
+    for bits in 0..=u16::MAX {
+        let expected = half::f16::from_bits(bits).to_f32();
+        let got = super::f16_to_f32(bits);
+        assert_eq!(got.to_bits(), expected.to_bits(), "half bits {bits:#06x}");
+    }
+}
