@@ -119,12 +119,24 @@ fn unpermute_rows(m: Matrix, heads: usize) -> Matrix {
     Matrix { values, ..m }
 }
 
+/// How the matrices are kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum MatrixLayout {
+    /// `[in, out]` f32 tensors (every device).
+    Tensors,
+    /// The file's own types, for the CPU kernels (other devices get [`Self::Tensors`]).
+    FileTypes,
+    /// f32 rows for the CPU kernels' float path: the host pass with f32 activations, which
+    /// the tests hold to the tensor path.
+    F32Rows,
+}
+
 /// Loads every weight of `config`'s decoder from `file` onto `device`.
 pub(crate) fn load_weights(
     file: &GgufFile,
     config: &LlamaConfig,
     device: &Device,
-    keep_quantised: bool,
+    layout: MatrixLayout,
 ) -> Result<LlamaWeights, ModelError> {
     let hidden = config.hidden_size;
     let ffn = config.intermediate_size;
@@ -133,7 +145,14 @@ pub(crate) fn load_weights(
     let norm = |name: &str| Ok::<_, ModelError>(vector(vector_values(file, name, hidden)?, device));
     let permuted = gguf_architecture(file)?.permutes_qk();
     // The quantised kernels are CPU code: a GPU always gets f32 tensors.
-    let quantised = keep_quantised && *device == crate::cpu_device();
+    let quantised = layout != MatrixLayout::Tensors && *device == crate::cpu_device();
+    let as_laid_out = |m: QuantMatrix| {
+        if layout == MatrixLayout::F32Rows {
+            m.to_f32()
+        } else {
+            m
+        }
+    };
     let unpermute = |m: Matrix, heads: usize| {
         if permuted {
             unpermute_rows(m, heads)
@@ -171,7 +190,7 @@ pub(crate) fn load_weights(
             };
             let [qkv, attn_output, gate_up, down] = if quantised {
                 let raw = |part: &str, rows: usize, cols: usize| {
-                    raw_matrix(file, &name(part), rows, cols)
+                    raw_matrix(file, &name(part), rows, cols).map(as_laid_out)
                 };
                 let linear = |parts: Vec<QuantMatrix>| {
                     QuantLinear::new(parts)
@@ -232,9 +251,19 @@ pub(crate) fn load_weights(
         })
         .collect::<Result<Vec<_>, ModelError>>()?;
     let (embedding, lm_head) = if quantised {
-        let embedding = raw_matrix(file, "token_embd.weight", config.vocab_size, hidden)?;
+        let embedding = as_laid_out(raw_matrix(
+            file,
+            "token_embd.weight",
+            config.vocab_size,
+            hidden,
+        )?);
         let head = if file.tensor_info("output.weight").is_some() {
-            raw_matrix(file, "output.weight", config.vocab_size, hidden)?
+            as_laid_out(raw_matrix(
+                file,
+                "output.weight",
+                config.vocab_size,
+                hidden,
+            )?)
         } else {
             tracing::debug!("no output.weight: LM head tied to token_embd.weight");
             embedding.clone() // shares the bytes

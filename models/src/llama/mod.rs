@@ -24,6 +24,7 @@ mod cache;
 mod config;
 mod gguf_weights;
 mod hf_weights;
+mod host;
 mod model;
 pub(crate) mod weights;
 

@@ -14,6 +14,8 @@ use burn::tensor::activation::{silu, softmax};
 
 use super::cache::KvCache;
 use super::config::{LlamaConfig, RopeScaling, read_hf_config};
+use super::gguf_weights::MatrixLayout;
+use super::host::HostDecoder;
 use super::weights::LlamaWeights;
 use super::{gguf_weights, hf_weights};
 use crate::ModelError;
@@ -29,6 +31,8 @@ pub struct LlamaModel {
     /// `cos` and `sin` of every position and frequency, `[context, head_dim / 2]` each.
     rope_cos: Vec<f32>,
     rope_sin: Vec<f32>,
+    /// The CPU pass in plain buffers, when every matrix is quantised (`host.rs`).
+    host: Option<HostDecoder>,
     device: Device,
 }
 
@@ -52,18 +56,40 @@ impl LlamaModel {
     /// Builds the model from an already parsed GGUF file (so a caller that also needs the
     /// file's tokenizer reads it once).
     pub fn from_gguf(file: &GgufFile, device: &Device) -> Result<Self, ModelError> {
-        Self::from_gguf_with(file, device, false)
+        Self::from_gguf_layout(file, device, MatrixLayout::Tensors)
     }
 
     /// [`Self::from_gguf`], with `keep_quantised`: on the CPU the matrices stay in the file's
     /// types (quantised blocks, f16, bf16) and run on [`crate::quant`]'s kernels, which
     /// quantise the activations to 8 bits per 32 values as llama.cpp does (ignored on other
-    /// devices). Not the default: on SmolLM2 its logits move further from the f32 reference
-    /// than the reference tests allow and its prefill is slower (`BENCHMARKS.md`).
+    /// devices). Its logits follow llama.cpp's on the same file rather than the f32 reference:
+    /// on SmolLM2-135M Q4_1 both pick the same greedy tokens, which differ from the f32 path's
+    /// for some prompts (`BENCHMARKS.md`).
     pub fn from_gguf_with(
         file: &GgufFile,
         device: &Device,
         keep_quantised: bool,
+    ) -> Result<Self, ModelError> {
+        let layout = if keep_quantised {
+            MatrixLayout::FileTypes
+        } else {
+            MatrixLayout::Tensors
+        };
+        Self::from_gguf_layout(file, device, layout)
+    }
+
+    /// On the CPU, every matrix dequantised to f32 rows and run on the CPU pass in plain
+    /// buffers (`host.rs`) with f32 activations: the same arithmetic as [`Self::from_gguf`]'s
+    /// tensor path in another summation order, so the tests can hold the host pass to it
+    /// tightly (with 8-bit activations a last-bit difference can flip a rounding).
+    pub fn from_gguf_f32_rows(file: &GgufFile, device: &Device) -> Result<Self, ModelError> {
+        Self::from_gguf_layout(file, device, MatrixLayout::F32Rows)
+    }
+
+    fn from_gguf_layout(
+        file: &GgufFile,
+        device: &Device,
+        layout: MatrixLayout,
     ) -> Result<Self, ModelError> {
         let start = std::time::Instant::now();
         let mut config = LlamaConfig::from_gguf(file)?;
@@ -73,7 +99,7 @@ impl LlamaModel {
             config.rope_scaling =
                 RopeScaling::Divisors(divisors.into_iter().map(f64::from).collect());
         }
-        let weights = gguf_weights::load_weights(file, &config, device, keep_quantised)?;
+        let weights = gguf_weights::load_weights(file, &config, device, layout)?;
         tracing::info!(path = %file.path().display(),
             arch = file.get_str("general.architecture").unwrap_or_default(),
             layers = config.num_layers, hidden = config.hidden_size,
@@ -99,13 +125,27 @@ impl LlamaModel {
 
     fn new(config: LlamaConfig, weights: LlamaWeights, device: &Device) -> Self {
         let (rope_cos, rope_sin) = rope_tables(&config);
+        let host = HostDecoder::new(&weights);
         Self {
             config,
             weights,
             rope_cos,
             rope_sin,
+            host,
             device: device.clone(),
         }
+    }
+
+    /// Whether steps run the CPU pass in plain buffers (every matrix quantised, `host.rs`)
+    /// rather than burn tensor operations.
+    pub fn uses_host_path(&self) -> bool {
+        self.host.is_some()
+    }
+
+    /// Runs the quantised matrices through burn tensor operations instead of the host pass
+    /// from now on: slower, for checking the two against each other.
+    pub fn use_tensor_path(&mut self) {
+        self.host = None;
     }
 
     /// The model's shape.
@@ -137,6 +177,10 @@ impl LlamaModel {
         batch: &mut [(&[u32], &mut KvCache)],
     ) -> Result<Vec<Vec<f32>>, ModelError> {
         self.check(batch)?;
+        if let Some(host) = &self.host {
+            let rope = (self.rope_cos.as_slice(), self.rope_sin.as_slice());
+            return Ok(host.forward_batch(&self.config, &self.weights, rope, batch));
+        }
         let c = &self.config;
         let total: usize = batch.iter().map(|(t, _)| t.len()).sum();
         let ids: Vec<u32> = batch.iter().flat_map(|(t, _)| t.iter().copied()).collect();
@@ -282,29 +326,30 @@ impl LlamaModel {
     }
 
     /// Causal grouped-query attention of one sequence: `q` `[heads, new, d]` against the whole
-    /// cache `k`, `v` `[kv_heads, len, d]`; returns `[new, heads·d]`.
+    /// cache `k`, `v` `[kv_heads, len, d]`; returns `[new, heads·d]`. The query heads that
+    /// share a key head are stacked as extra query rows (`[kv_heads, group·new, d]`), so the
+    /// cache is read where it lies instead of being repeated per query head.
     fn attention(&self, q: Tensor<3>, k: Tensor<3>, v: Tensor<3>, cached: usize) -> Tensor<2> {
         let c = &self.config;
         let [heads, new, d] = q.dims();
         let len = k.dims()[1];
         let group = c.num_heads / c.num_kv_heads;
-        let repeat = |t: Tensor<3>| {
-            if group == 1 {
-                return t;
-            }
-            t.unsqueeze_dim::<4>(1)
-                .expand([c.num_kv_heads, group, len, d])
-                .reshape([heads, len, d])
-        };
-        let (k, v) = (repeat(k), repeat(v));
+        let q = q.reshape([c.num_kv_heads, group * new, d]);
         #[allow(clippy::cast_precision_loss, reason = "head widths are small")]
         let scale = 1.0 / (d as f64).sqrt();
         let mut scores = q.matmul(k.swap_dims(1, 2)).mul_scalar(scale);
         if new > 1 {
-            scores = scores + causal_mask(new, len, cached, &self.device);
+            let mask = causal_mask(new, len, cached, &self.device);
+            let mask = if group == 1 {
+                mask
+            } else {
+                mask.repeat_dim(0, group).reshape([1, group * new, len])
+            };
+            scores = scores + mask;
         }
         softmax(scores, 2)
             .matmul(v)
+            .reshape([heads, new, d])
             .swap_dims(0, 1)
             .reshape([new, heads * d])
     }

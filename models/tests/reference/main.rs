@@ -9,6 +9,7 @@ mod bert;
 mod dcgan;
 mod gguf;
 mod llama;
+mod llama_quantised;
 mod qwen;
 mod qwen_gguf;
 mod rdn;
