@@ -184,6 +184,10 @@ pub struct TargetConfig {
     pub source: Option<PathBuf>,
     /// Local device: `auto`, `wgpu` or `cpu`.
     pub device: Option<DeviceChoice>,
+    /// Local GGUF decoder on the CPU: `quantised` (the default) keeps the file's blocks and
+    /// multiplies them with 8-bit activations as llama.cpp does; `f32` dequantises every
+    /// weight at load (four to eight times the memory, slower, f32 activations).
+    pub cpu_weights: Option<CpuWeights>,
     /// Upstream server base URL.
     pub upstream: Option<String>,
     /// Environment variable holding the credential sent upstream.
@@ -212,6 +216,17 @@ pub enum DeviceChoice {
     Auto,
     Wgpu,
     Cpu,
+}
+
+/// How a local GGUF decoder keeps its weights on the CPU (other devices compute in f32).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CpuWeights {
+    /// The file's own types, on the quantised kernels.
+    #[default]
+    Quantised,
+    /// Dequantised to f32 at load.
+    F32,
 }
 
 fn default_bind() -> SocketAddr {
@@ -503,6 +518,28 @@ mod tests {
             "[[deployments]]\nname='a'\nkind='chat'\n[[deployments.targets]]\ndevice='cpu'\n";
         let err = Config::parse(text).unwrap_err();
         assert!(err.contains("deployments[0].targets[0]"), "{err}");
+    }
+
+    #[test]
+    fn cpu_weights_default_to_quantised() {
+        let local = |extra: &str| {
+            format!(
+                "[[deployments]]\nname='a'\nkind='chat'\n[[deployments.targets]]\nsource='m.gguf'\n{extra}"
+            )
+        };
+        let config = Config::parse(&local("")).unwrap();
+        let target = &config.deployments[0].targets[0];
+        assert_eq!(
+            target.cpu_weights.unwrap_or_default(),
+            CpuWeights::Quantised
+        );
+        let config = Config::parse(&local("cpu_weights='f32'")).unwrap();
+        assert_eq!(
+            config.deployments[0].targets[0].cpu_weights,
+            Some(CpuWeights::F32)
+        );
+        let err = Config::parse(&local("cpu_weights='q4'")).unwrap_err();
+        assert!(err.contains("cpu_weights"), "{err}");
     }
 
     #[test]

@@ -187,7 +187,8 @@ fn load_backend(config: &DeploymentConfig) -> (DeploymentState, Option<Backend>)
                 max_active: config.max_batch_size.unwrap_or(defaults.max_active),
                 max_queued: config.max_queued_requests.unwrap_or(defaults.max_queued),
             };
-            start_llama(&config.name, source, device, options)
+            let weights = target.cpu_weights.unwrap_or_default();
+            start_llama(&config.name, source, device, weights, options)
                 .map(|engine| Backend::Text(Arc::new(engine)))
         }
         ModelKind::Transcription => {

@@ -5,7 +5,7 @@ import openai
 import pytest
 from openai import OpenAI
 
-QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
+QUESTION = [{"role": "user", "content": "Name the capital of France."}]
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ use hearth_models::llama::{KvCache, LlamaModel};
 use super::generation::{Decoder, GenerationOptions, GenerationQueue};
 use super::grammar::GrammarEngine;
 use super::text::{TextCodec, TextEngine};
-use crate::config::DeviceChoice;
+use crate::config::{CpuWeights, DeviceChoice};
 use crate::error::{HearthError, Result};
 
 impl Decoder for LlamaModel {
@@ -129,11 +129,12 @@ struct TokenizerParts {
 type ModelLoad = Box<dyn FnOnce() -> Result<LlamaModel> + Send>;
 
 /// Loads a chat model — a GGUF file or a Hugging Face checkpoint folder — onto its own
-/// worker thread.
+/// worker thread. `weights` says how a GGUF file's weights are kept on the CPU.
 pub fn start_llama(
     name: &str,
     path: &Path,
     device: DeviceChoice,
+    weights: CpuWeights,
     options: GenerationOptions,
 ) -> Result<TextEngine> {
     let (device, device_name) = super::select_device(device)?;
@@ -192,7 +193,10 @@ pub fn start_llama(
         };
         (
             parts,
-            Box::new(move || LlamaModel::from_gguf(&file, &device).map_err(model_error)),
+            Box::new(move || {
+                let quantised = weights == CpuWeights::Quantised;
+                LlamaModel::from_gguf_with(&file, &device, quantised).map_err(model_error)
+            }),
         )
     };
     // The token trie and the grammar factory are built while the worker loads the weights.
