@@ -57,9 +57,10 @@ fn main() -> Result<(), ModelError> {
         LlamaModel::load(&path, &device)?
     };
     println!(
-        "{}: load {:.2} s on {device:?}",
+        "{}: load {:.2} s on {device:?}, RSS {} MB",
         path.display(),
-        start.elapsed().as_secs_f64()
+        start.elapsed().as_secs_f64(),
+        rss_mb()
     );
     let vocab = model.config().vocab_size as u64;
     let all: Vec<u32> = (0..1024u64)
@@ -98,5 +99,21 @@ fn main() -> Result<(), ModelError> {
     }
     let batched = 8.0 * 16.0 / start.elapsed().as_secs_f64();
     println!("\nbatched decode, 8 sequences at position 32+: {batched:.1} tok/s in total");
+    println!(
+        "RSS at the end (8 caches of 48 positions held): {} MB",
+        rss_mb()
+    );
     Ok(())
+}
+
+/// The process's resident memory in MB (Linux; "?" elsewhere).
+fn rss_mb() -> String {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+            let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+            Some((kb / 1000).to_string())
+        })
+        .unwrap_or_else(|| "?".into())
 }

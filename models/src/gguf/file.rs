@@ -12,6 +12,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use super::cursor::Cursor;
 use super::dequant::{GgmlType, dequantize, ggml_type_name};
@@ -50,7 +51,19 @@ pub struct GgufFile {
     tensors: Vec<GgufTensorInfo>,
     alignment: u64,
     data_offset: usize,
-    bytes: Vec<u8>,
+    /// The whole file, shared with the matrices that keep their blocks (no copy of them).
+    bytes: Arc<Vec<u8>>,
+}
+
+/// A tensor as stored, in the file's shared bytes: [`GgufFile::raw_shared`].
+#[derive(Debug, Clone)]
+pub struct SharedTensor {
+    pub ty: GgmlType,
+    /// The whole file; the tensor is `bytes[range]`.
+    pub bytes: Arc<Vec<u8>>,
+    pub range: std::ops::Range<usize>,
+    /// Dimensions, innermost first.
+    pub dims: Vec<usize>,
 }
 
 impl std::fmt::Debug for GgufFile {
@@ -155,7 +168,7 @@ impl GgufFile {
             tensors,
             alignment,
             data_offset,
-            bytes,
+            bytes: Arc::new(bytes),
         };
         for info in &file.tensors {
             file.tensor_bytes(info)?;
@@ -208,6 +221,14 @@ impl GgufFile {
 
     /// The raw bytes of a tensor, after checking its type, alignment and extent.
     fn tensor_bytes(&self, info: &GgufTensorInfo) -> Result<(GgmlType, &[u8]), ModelError> {
+        let (ty, range) = self.tensor_range(info)?;
+        Ok((ty, &self.bytes[range]))
+    }
+
+    fn tensor_range(
+        &self,
+        info: &GgufTensorInfo,
+    ) -> Result<(GgmlType, std::ops::Range<usize>), ModelError> {
         let error = |reason: String| self.tensor_error(&info.name, reason);
         let ty = GgmlType::from_id(info.type_id).ok_or_else(|| {
             error(format!(
@@ -232,13 +253,28 @@ impl GgufFile {
             .and_then(|o| o.checked_add(self.data_offset));
         let range = start.and_then(|s| Some(s..s.checked_add(len)?));
         match range {
-            Some(range) if range.end <= self.bytes.len() => Ok((ty, &self.bytes[range])),
+            Some(range) if range.end <= self.bytes.len() => Ok((ty, range)),
             _ => Err(error(format!(
                 "data ({len} bytes at offset {}) runs past the end of the file ({} bytes)",
                 info.offset,
                 self.bytes.len()
             ))),
         }
+    }
+
+    /// [`Self::raw`], with the file's bytes shared instead of borrowed: the tensor is
+    /// `bytes[range]`, and holding `bytes` keeps the file in memory without a copy.
+    pub fn raw_shared(&self, name: &str) -> Result<SharedTensor, ModelError> {
+        let info = self
+            .tensor_info(name)
+            .ok_or_else(|| self.tensor_error(name, "not in the file".into()))?;
+        let (ty, range) = self.tensor_range(info)?;
+        Ok(SharedTensor {
+            ty,
+            bytes: self.bytes.clone(),
+            range,
+            dims: info.dims.iter().map(|&d| d as usize).collect(),
+        })
     }
 
     /// Tensor `name` as stored: its type, its bytes and its dimensions (innermost first).

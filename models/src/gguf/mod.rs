@@ -13,7 +13,7 @@ mod value;
 pub use dequant::{GgmlType, dequantize, f16_to_f32, ggml_type_name};
 pub(crate) use dequant::{scale_k3, scale_min_k4};
 pub use detok::IncrementalDetokenizer;
-pub use file::{GgufFile, GgufTensorInfo};
+pub use file::{GgufFile, GgufTensorInfo, SharedTensor};
 pub use tokenizer::GgufTokenizer;
 pub(crate) use tokenizer::unicode_to_byte;
 pub use value::GgufValue;

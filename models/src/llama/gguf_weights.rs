@@ -66,25 +66,27 @@ pub(crate) fn vector_values(
     Ok(values)
 }
 
-/// A matrix in the file's own type (for the CPU kernels).
+/// A matrix in the file's own type (for the CPU kernels), sharing the file's bytes.
 fn raw_matrix(
     file: &GgufFile,
     name: &str,
     rows: usize,
     cols: usize,
 ) -> Result<QuantMatrix, ModelError> {
-    let (ty, data, dims) = file.raw(name)?;
+    let tensor = file.raw_shared(name)?;
     let error = |reason: String| ModelError::Tensor {
         path: file.path().to_path_buf(),
         tensor: name.to_string(),
         reason,
     };
-    if dims != [cols, rows] {
+    if tensor.dims != [cols, rows] {
         return Err(error(format!(
-            "dimensions {dims:?}, expected [{cols}, {rows}] (innermost first)"
+            "dimensions {:?}, expected [{cols}, {rows}] (innermost first)",
+            tensor.dims
         )));
     }
-    QuantMatrix::new(ty, rows, cols, data.to_vec()).map_err(|e| error(e.to_string()))
+    QuantMatrix::shared(tensor.ty, rows, cols, tensor.bytes, tensor.range)
+        .map_err(|e| error(e.to_string()))
 }
 
 /// The GGUF row that llama.cpp's Q/K permutation put at each Hugging Face row.

@@ -21,6 +21,7 @@ mod tests;
 #[cfg(target_arch = "x86_64")]
 mod x86;
 
+use std::ops::Range;
 use std::sync::{Arc, OnceLock};
 
 use rayon::prelude::*;
@@ -79,25 +80,39 @@ impl Kernels {
 }
 
 /// One weight matrix in its file type: `rows` rows of `cols` values, each row a whole number
-/// of blocks (GGUF's and PyTorch's `[out, in]` layout).
+/// of blocks (GGUF's and PyTorch's `[out, in]` layout). The bytes may be a range of a larger
+/// shared buffer (a GGUF file's), so keeping a file's matrices costs no copy of them.
 #[derive(Debug, Clone)]
 pub struct QuantMatrix {
     ty: GgmlType,
     rows: usize,
     cols: usize,
-    data: Arc<[u8]>,
+    data: Arc<Vec<u8>>,
+    range: Range<usize>,
 }
 
 impl QuantMatrix {
     /// A matrix of type `ty` from its raw bytes.
     pub fn new(ty: GgmlType, rows: usize, cols: usize, data: Vec<u8>) -> Result<Self, ModelError> {
+        let len = data.len();
+        Self::shared(ty, rows, cols, Arc::new(data), 0..len)
+    }
+
+    /// A matrix of type `ty` whose bytes are `data[range]`.
+    pub fn shared(
+        ty: GgmlType,
+        rows: usize,
+        cols: usize,
+        data: Arc<Vec<u8>>,
+        range: Range<usize>,
+    ) -> Result<Self, ModelError> {
         let row_bytes = ty.bytes_for(cols).ok_or_else(|| {
             ModelError::InvalidInput(format!("{cols} columns are not whole {ty} blocks"))
         })?;
-        if data.len() != rows * row_bytes {
+        if range.end > data.len() || range.len() != rows * row_bytes {
             return Err(ModelError::InvalidInput(format!(
                 "{} bytes for {rows} rows of {cols} {ty} values ({} expected)",
-                data.len(),
+                range.len(),
                 rows * row_bytes
             )));
         }
@@ -110,8 +125,13 @@ impl QuantMatrix {
             ty,
             rows,
             cols,
-            data: data.into(),
+            data,
+            range,
         })
+    }
+
+    fn bytes(&self) -> &[u8] {
+        &self.data[self.range.clone()]
     }
 
     /// The element type.
@@ -131,16 +151,16 @@ impl QuantMatrix {
 
     /// Bytes held.
     pub fn size_bytes(&self) -> usize {
-        self.data.len()
+        self.range.len()
     }
 
     fn row_bytes(&self) -> usize {
-        self.data.len() / self.rows
+        self.range.len() / self.rows
     }
 
     fn row(&self, r: usize) -> &[u8] {
         let n = self.row_bytes();
-        &self.data[r * n..(r + 1) * n]
+        &self.bytes()[r * n..(r + 1) * n]
     }
 
     /// Row `r` as f32.
@@ -150,7 +170,7 @@ impl QuantMatrix {
 
     /// The whole matrix as f32, row-major.
     pub fn dequantize(&self) -> Vec<f32> {
-        dequantize(self.ty, &self.data, self.rows * self.cols)
+        dequantize(self.ty, self.bytes(), self.rows * self.cols)
     }
 
     /// The matrix as f32 rows (for the float kernels).
@@ -160,9 +180,11 @@ impl QuantMatrix {
             .iter()
             .flat_map(|v| v.to_le_bytes())
             .collect();
+        let range = 0..data.len();
         Self {
             ty: GgmlType::F32,
-            data: data.into(),
+            data: Arc::new(data),
+            range,
             ..self.clone()
         }
     }
@@ -172,7 +194,8 @@ impl QuantMatrix {
         let data: Vec<u8> = order.iter().flat_map(|&r| self.row(r)).copied().collect();
         Self {
             rows: order.len(),
-            data: data.into(),
+            range: 0..data.len(),
+            data: Arc::new(data),
             ..self.clone()
         }
     }
