@@ -207,6 +207,13 @@ pub struct TargetConfig {
     /// Upstream: failed checks or requests in a row that mark the target down (default 3);
     /// one success brings it back.
     pub unhealthy_after: Option<u32>,
+    /// `https` upstream: the CAs (PEM) its certificate is verified against, instead of the
+    /// system's roots (relative to the config file).
+    pub ca_file: Option<PathBuf>,
+    /// `https` upstream: the certificate chain (PEM) Hearth presents for mutual TLS.
+    pub client_cert: Option<PathBuf>,
+    /// `https` upstream: the private key (PEM, PKCS#8, PKCS#1 or SEC1) of `client_cert`.
+    pub client_key: Option<PathBuf>,
 }
 
 /// Which compute device a local target asks for.
@@ -295,8 +302,14 @@ impl Config {
             .iter_mut()
             .flat_map(|d| d.targets.iter_mut())
         {
-            if let Some(source) = target.source.as_mut().filter(|s| s.is_relative()) {
-                *source = base.join(&*source);
+            let paths = [
+                target.source.as_mut(),
+                target.ca_file.as_mut(),
+                target.client_cert.as_mut(),
+                target.client_key.as_mut(),
+            ];
+            for path in paths.into_iter().flatten().filter(|p| p.is_relative()) {
+                *path = base.join(&*path);
             }
         }
         for plugin in &mut self.plugins {
@@ -472,6 +485,17 @@ impl TargetConfig {
                 if self.device.is_some() {
                     return Err(format!("{at}.device: only local targets have a device"));
                 }
+                let tls = self.ca_file.is_some()
+                    || self.client_cert.is_some()
+                    || self.client_key.is_some();
+                if tls && !url.starts_with("https://") {
+                    return Err(format!(
+                        "{at}: ca_file, client_cert and client_key are for https:// upstreams"
+                    ));
+                }
+                if self.client_cert.is_some() != self.client_key.is_some() {
+                    return Err(format!("{at}: client_cert and client_key go together"));
+                }
             }
             (Some(_), None) => {
                 if self.api_key_env.is_some() {
@@ -558,6 +582,32 @@ mod tests {
         config.check_bind_policy().unwrap();
         let remote = Config::parse("bind = '0.0.0.0:8080'").unwrap();
         assert!(remote.auth_required());
+    }
+
+    #[test]
+    fn tls_files_belong_to_https_upstreams_and_follow_the_config_file() {
+        let target = |fields: &str| {
+            format!("[[deployments]]\nname='a'\nkind='any'\n[[deployments.targets]]\n{fields}\n")
+        };
+        let err = Config::parse(&target("upstream='http://x'\nca_file='ca.pem'")).unwrap_err();
+        assert!(err.contains("https://"), "{err}");
+        let err = Config::parse(&target("upstream='https://x'\nclient_cert='c.pem'")).unwrap_err();
+        assert!(err.contains("client_key"), "{err}");
+        let mut config = Config::parse(&target(
+            "upstream='https://x'\nca_file='ca.pem'\nclient_cert='c.pem'\nclient_key='/k.pem'",
+        ))
+        .unwrap();
+        config.resolve_paths(Path::new("/etc/hearth"));
+        let target = &config.deployments[0].targets[0];
+        assert_eq!(
+            target.ca_file.as_deref(),
+            Some(Path::new("/etc/hearth/ca.pem"))
+        );
+        assert_eq!(
+            target.client_cert.as_deref(),
+            Some(Path::new("/etc/hearth/c.pem"))
+        );
+        assert_eq!(target.client_key.as_deref(), Some(Path::new("/k.pem")));
     }
 
     #[test]

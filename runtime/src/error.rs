@@ -63,6 +63,10 @@ pub enum HearthError {
     /// The upstream server did not answer in time (504).
     #[error("{0}")]
     UpstreamTimeout(String),
+    /// TLS with the upstream server failed: its certificate did not verify, or it refused
+    /// ours (502 `upstream_tls_error`); the message names the reason.
+    #[error("{0}")]
+    UpstreamTls(String),
     /// A plugin the request needs failed (trap, timeout, bad output, overload) and its
     /// policy is to fail closed (503 `plugin_unavailable`).
     #[error("a request plugin is unavailable ({0}); try again shortly")]
@@ -189,6 +193,11 @@ impl HearthError {
                 StatusCode::GATEWAY_TIMEOUT,
                 "server_error",
                 Some("upstream_timeout"),
+            ),
+            UpstreamTls(_) => (
+                StatusCode::BAD_GATEWAY,
+                "server_error",
+                Some("upstream_tls_error"),
             ),
             PluginUnavailable(_) => (
                 StatusCode::SERVICE_UNAVAILABLE,

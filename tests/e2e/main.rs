@@ -9,5 +9,6 @@ mod plugins;
 mod proxy;
 mod safetensors;
 mod serve;
+mod tls;
 
 pub use hearth_e2e::config;

@@ -2,8 +2,9 @@
 //! targets of an upstream deployment with their live state, the choice of a target (the
 //! route plugin, else weighted least-in-flight), retries before any byte reached the client,
 //! and the response streamed back as it arrives, with the token usage it reports read on the
-//! way ([`usage`]).
+//! way ([`usage`]). `https` targets are verified by rustls ([`tls`]).
 
+mod tls;
 pub mod usage;
 
 use std::sync::Arc;
@@ -15,7 +16,7 @@ use axum::http::{HeaderMap, HeaderName, Method, StatusCode};
 use axum::response::Response;
 use futures_util::StreamExt;
 
-use crate::config::DeploymentConfig;
+use crate::config::{DeploymentConfig, TargetConfig};
 use crate::error::{HearthError, Result};
 use crate::plugins::PluginHost;
 use crate::plugins::types::{self, Candidate, RouteDecision, TargetKind};
@@ -32,6 +33,8 @@ pub struct UpstreamTarget {
     /// The base URL, without a trailing slash.
     pub base: String,
     credential: Option<String>,
+    /// Its own client: each target has its own TLS settings (CAs, client certificate).
+    client: reqwest::Client,
     pub weight: u32,
     in_flight: AtomicU32,
     consecutive_failures: AtomicU32,
@@ -109,6 +112,48 @@ impl UpstreamTarget {
     }
 }
 
+/// The client of one target: HTTP/1.1 for `http://`; for `https://`, rustls verifying the
+/// server against the system's roots, or only `ca_file`'s CAs when set, presenting
+/// `client_cert` when set, and HTTP/2 when the server offers it (ALPN `h2`, `http/1.1`).
+fn client(
+    target: &TargetConfig,
+    url: &str,
+    connect_timeout: Duration,
+) -> std::result::Result<reqwest::Client, String> {
+    let read = |path: &std::path::Path, what: &str| {
+        std::fs::read(path).map_err(|e| format!("cannot read {what} {}: {e}", path.display()))
+    };
+    let https = url.starts_with("https://");
+    let mut builder = reqwest::Client::builder()
+        .connect_timeout(connect_timeout)
+        .pool_idle_timeout(Duration::from_secs(60))
+        // Reading the system's roots costs a few milliseconds; plain http needs none.
+        .tls_built_in_native_certs(https && target.ca_file.is_none());
+    if let Some(path) = &target.ca_file {
+        let pem = read(path, "ca_file")?;
+        let roots = reqwest::Certificate::from_pem_bundle(&pem)
+            .map_err(|e| format!("ca_file {}: {e}", path.display()))?;
+        if roots.is_empty() {
+            return Err(format!(
+                "ca_file {}: no PEM certificate in it",
+                path.display()
+            ));
+        }
+        for root in roots {
+            builder = builder.add_root_certificate(root);
+        }
+    }
+    if let (Some(cert), Some(key)) = (&target.client_cert, &target.client_key) {
+        let mut pem = read(cert, "client_cert")?;
+        pem.push(b'\n');
+        pem.extend(read(key, "client_key")?);
+        let identity = reqwest::Identity::from_pem(&pem)
+            .map_err(|e| format!("client_cert/client_key: {e}"))?;
+        builder = builder.identity(identity);
+    }
+    builder.build().map_err(|e| format!("http client: {e}"))
+}
+
 /// Counts a request against its target until the response body is dropped.
 struct InFlight(Arc<UpstreamTarget>);
 
@@ -158,7 +203,6 @@ fn connection_listed(headers: &HeaderMap) -> Vec<String> {
 pub struct UpstreamPool {
     pub deployment: String,
     pub targets: Vec<Arc<UpstreamTarget>>,
-    client: reqwest::Client,
 }
 
 /// What one forwarded request carries.
@@ -193,16 +237,21 @@ impl UpstreamPool {
                     })?),
                     None => None,
                 };
+                let connect_timeout =
+                    Duration::from_millis(target.connect_timeout_ms.unwrap_or(3000));
                 Ok(Arc::new(UpstreamTarget {
                     id: format!("t{index}"),
                     base: url.trim_end_matches('/').to_owned(),
                     credential,
+                    client: client(target, url, connect_timeout).map_err(|e| {
+                        HearthError::Config(format!("deployment `{}`: {e}", config.name))
+                    })?,
                     weight: target.weight.unwrap_or(1),
                     in_flight: AtomicU32::new(0),
                     consecutive_failures: AtomicU32::new(0),
                     down_since_ms: AtomicU64::new(0),
                     latency_us: AtomicU64::new(0),
-                    connect_timeout: Duration::from_millis(target.connect_timeout_ms.unwrap_or(3000)),
+                    connect_timeout,
                     response_timeout: Duration::from_millis(
                         target.response_timeout_ms.unwrap_or(120_000),
                     ),
@@ -212,20 +261,9 @@ impl UpstreamPool {
                 }))
             })
             .collect::<Result<Vec<_>>>()?;
-        let connect_timeout = targets
-            .iter()
-            .map(|t| t.connect_timeout)
-            .max()
-            .unwrap_or(Duration::from_secs(3));
-        let client = reqwest::Client::builder()
-            .connect_timeout(connect_timeout)
-            .pool_idle_timeout(Duration::from_secs(60))
-            .build()
-            .map_err(|e| HearthError::Internal(format!("http client: {e}")))?;
         Ok(Self {
             deployment: config.name.clone(),
             targets,
-            client,
         })
     }
 
@@ -242,7 +280,7 @@ impl UpstreamPool {
                     tick.tick().await;
                     let Some(pool) = pool.upgrade() else { break };
                     let url = format!("{}{}", target.base, target.health_path);
-                    let probe = pool
+                    let probe = target
                         .client
                         .get(&url)
                         .timeout(target.connect_timeout.max(Duration::from_secs(2)))
@@ -348,7 +386,7 @@ impl UpstreamPool {
                 break;
             };
             let url = format!("{}{}", target.base, out.path_and_query);
-            let mut request = self
+            let mut request = target
                 .client
                 .request(out.method.clone(), &url)
                 .body(out.body.clone());
@@ -381,12 +419,19 @@ impl UpstreamPool {
                 }
                 Ok(Err(e)) => {
                     target.record_failure();
-                    tracing::warn!(deployment = %self.deployment, target = %target.base, error = %e, attempt, "upstream request failed");
+                    let tls = tls::failure(&e);
+                    tracing::warn!(deployment = %self.deployment, target = %target.base, error = %e, tls, attempt, "upstream request failed");
                     excluded.push(target.id.clone());
-                    last_error = Some(HearthError::UpstreamUnreachable(format!(
-                        "cannot reach the upstream of `{}`",
-                        self.deployment
-                    )));
+                    last_error = Some(match tls {
+                        Some(reason) => HearthError::UpstreamTls(format!(
+                            "TLS with the upstream of `{}` failed: {reason}",
+                            self.deployment
+                        )),
+                        None => HearthError::UpstreamUnreachable(format!(
+                            "cannot reach the upstream of `{}`",
+                            self.deployment
+                        )),
+                    });
                     continue;
                 }
                 Ok(Ok(response)) => response,
