@@ -9,6 +9,7 @@
 //! `--features wgpu` runs the same checks on the GPU path (`scripts/test-wgpu`).
 
 use crate::common;
+use crate::common::max_abs_diff;
 
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
@@ -67,13 +68,6 @@ fn cosine(a: &[f32], b: &[f32]) -> f32 {
     let dot: f32 = a.iter().zip(b).map(|(x, y)| x * y).sum();
     let norm = |v: &[f32]| v.iter().map(|x| x * x).sum::<f32>().sqrt();
     dot / (norm(a) * norm(b))
-}
-
-fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f32::max)
 }
 
 fn embed_one(model: &EmbeddingModel, ids: &[u32]) -> Vec<f32> {

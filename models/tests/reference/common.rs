@@ -1,5 +1,5 @@
 //! Shared by the model reference tests: where the installed model files are, which device
-//! the checks run on, and the logit comparison of the decoder checks.
+//! the checks run on, and the logit and vector comparisons.
 
 use std::path::{Path, PathBuf};
 
@@ -46,4 +46,13 @@ pub fn assert_logits_near(
             "{label:?} logit {index}: {got} vs {want}"
         );
     }
+}
+
+/// The largest absolute difference between two equally long vectors.
+pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
 }

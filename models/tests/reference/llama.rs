@@ -6,6 +6,7 @@
 //! `HEARTH_MODELS_DIR` to a folder holding `smollm2-135m-instruct/`.
 
 use crate::common;
+use crate::common::max_abs_diff;
 
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
@@ -71,13 +72,6 @@ fn fixture() -> Fixture {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/llama_reference.json");
     serde_json::from_str(&std::fs::read_to_string(path).expect("fixture readable"))
         .expect("fixture parses")
-}
-
-fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f32::max)
 }
 
 #[test]

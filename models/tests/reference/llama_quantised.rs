@@ -9,6 +9,7 @@
 //! "L'Étoile…" here and in llama.cpp, "Paris" with f32 activations).
 
 use crate::common;
+use crate::common::max_abs_diff;
 
 use std::sync::OnceLock;
 
@@ -68,13 +69,6 @@ fn f32_models(relative: &str) -> (LlamaModel, LlamaModel) {
     let tensors = LlamaModel::from_gguf(&file, &cpu_device()).expect("loads");
     assert!(!tensors.uses_host_path());
     (host, tensors)
-}
-
-fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f32::max)
 }
 
 #[test]

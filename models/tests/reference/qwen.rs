@@ -11,6 +11,7 @@
 //! (`scripts/test-wgpu`).
 
 use crate::common;
+use crate::common::max_abs_diff;
 
 use std::path::{Path, PathBuf};
 
@@ -69,14 +70,6 @@ fn load(name: &str) -> (LlamaModel, ChatTokenizer) {
     let model = LlamaModel::load(&dir, &common::test_device()).expect("loads the checkpoint");
     let tokenizer = ChatTokenizer::load(&dir).expect("loads the tokenizer");
     (model, tokenizer)
-}
-
-fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
-    assert_eq!(a.len(), b.len());
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f32::max)
 }
 
 #[test]
