@@ -56,3 +56,35 @@ pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
         .map(|(x, y)| (x - y).abs())
         .fold(0.0, f32::max)
 }
+
+/// Runs `b` in two chunks, and `a` batched with `b`'s last token (a prefill and a decode step
+/// in one pass, at different positions), and asserts both agree with one pass per prompt
+/// within `tolerance`. Returns `b`'s one-pass logits.
+pub fn assert_chunked_and_batched_agree(
+    model: &hearth_models::llama::LlamaModel,
+    a: &[u32],
+    b: &[u32],
+    tolerance: f32,
+) -> Vec<f32> {
+    let whole_a = model.forward(a, &mut model.new_cache()).expect("forward");
+    let whole_b = model.forward(b, &mut model.new_cache()).expect("forward");
+
+    // Prefill in two chunks: the second sees the first through the cache, at offset positions.
+    let mut cache = model.new_cache();
+    model.forward(&b[..7], &mut cache).expect("first chunk");
+    let chunked = model.forward(&b[7..], &mut cache).expect("second chunk");
+    assert_eq!(cache.len(), b.len());
+    assert!(max_abs_diff(&chunked, &whole_b) <= tolerance);
+
+    let (mut cache_a, mut cache_b) = (model.new_cache(), model.new_cache());
+    model
+        .forward(&b[..b.len() - 1], &mut cache_b)
+        .expect("prefill b");
+    let out = model
+        .forward_batch(&mut [(a, &mut cache_a), (&b[b.len() - 1..], &mut cache_b)])
+        .expect("batch");
+    assert!(max_abs_diff(&out[0], &whole_a) <= tolerance);
+    assert!(max_abs_diff(&out[1], &whole_b) <= tolerance);
+    assert_eq!((cache_a.len(), cache_b.len()), (a.len(), b.len()));
+    whole_b
+}

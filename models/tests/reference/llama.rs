@@ -6,7 +6,6 @@
 //! `HEARTH_MODELS_DIR` to a folder holding `smollm2-135m-instruct/`.
 
 use crate::common;
-use crate::common::max_abs_diff;
 
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
@@ -161,33 +160,9 @@ fn greedy_chat_with_kv_cache_matches_reference() {
 
 #[test]
 fn chunked_and_batched_paths_agree_with_one_pass() {
-    let model = model();
     let prompts = fixture().prompts;
     let (a, b) = (&prompts[0].token_ids, &prompts[1].token_ids);
-    let whole_a = model.forward(a, &mut model.new_cache()).expect("forward");
-    let whole_b = model.forward(b, &mut model.new_cache()).expect("forward");
-
-    // Prefill in two chunks: the second sees the first through the cache, at offset positions.
-    let mut cache = model.new_cache();
-    model.forward(&b[..7], &mut cache).expect("first chunk");
-    let chunked = model.forward(&b[7..], &mut cache).expect("second chunk");
-    assert_eq!(cache.len(), b.len());
-    assert!(max_abs_diff(&chunked, &whole_b) <= PATH_ABS_DIFF);
-
-    // Two sequences in one pass at different positions: a prefill and a decode step.
-    let (mut cache_a, mut cache_b) = (model.new_cache(), model.new_cache());
-    model
-        .forward(&b[..b.len() - 1], &mut cache_b)
-        .expect("prefill b");
-    let out = model
-        .forward_batch(&mut [
-            (a.as_slice(), &mut cache_a),
-            (&b[b.len() - 1..], &mut cache_b),
-        ])
-        .expect("batch");
-    assert!(max_abs_diff(&out[0], &whole_a) <= PATH_ABS_DIFF);
-    assert!(max_abs_diff(&out[1], &whole_b) <= PATH_ABS_DIFF);
-    assert_eq!((cache_a.len(), cache_b.len()), (a.len(), b.len()));
+    common::assert_chunked_and_batched_agree(model(), a, b, PATH_ABS_DIFF);
 }
 
 #[test]
