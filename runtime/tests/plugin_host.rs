@@ -258,6 +258,56 @@ fn invalid_outputs_are_failures() {
     }
 }
 
+/// A key store that is slow to answer, as sled is when a write waits on a busy disk.
+#[derive(Debug)]
+struct SlowKeys(Duration);
+
+impl KeyVerifier for SlowKeys {
+    fn verify(&self, _: &str) -> Result<keys::KeyInfo, keys::KeyError> {
+        std::thread::sleep(self.0);
+        Ok(keys::KeyInfo {
+            key_id: "k".into(),
+            name: "slow".into(),
+            scopes: vec!["inference".into()],
+            allowed_models: Vec::new(),
+            expires_at: None,
+        })
+    }
+    fn open_mode(&self) -> bool {
+        false
+    }
+}
+
+#[test]
+fn time_spent_in_host_imports_is_not_the_guests() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let config = Config {
+        data_dir: dir.path().join("data"),
+        plugins: vec![plugin(PluginHook::Auth, "auth_keys.wasm")],
+        default_plugins: false,
+        ..Config::default()
+    };
+    // The auth budget is 20 ms of CPU and its wall-clock cap one second: a key check that
+    // waits past both must still let the request in (a CI run once failed a request with
+    // "auth-keys: timeout" while the disk was busy).
+    let slow = Duration::from_millis(1200);
+    let host = PluginHost::start(&config, Arc::new(SlowKeys(slow)), &[]).expect("host starts");
+    let set = host.current();
+    let auth = set.auth.as_ref().unwrap();
+    let mut request = head("");
+    request
+        .headers
+        .push(("authorization".into(), "Bearer hth_slow_secret".into()));
+    let started = Instant::now();
+    let decision = auth.authenticate(&request);
+    assert!(started.elapsed() >= slow);
+    match decision {
+        Ok(AuthDecision::Allow(id)) => assert_eq!(id.key_id, "k"),
+        other => panic!("expected the slow key to be let in, got {other:?}"),
+    }
+}
+
 #[test]
 fn a_plugin_that_keeps_failing_is_tripped() {
     let _serial = serial();

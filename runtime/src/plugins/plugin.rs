@@ -19,7 +19,7 @@ use super::bindings::types::{
 };
 use super::breaker::Breaker;
 use super::engine::{EPOCH_TICK, MAX_MEMORY_BYTES, PluginEngine};
-use super::state::{KeyVerifier, PluginShared, PluginState};
+use super::state::{KeyVerifier, PluginShared, PluginState, thread_cpu_now};
 use super::{invalid_component, validate};
 use crate::config::{OnError, PluginHook};
 use crate::error::HearthError;
@@ -318,23 +318,21 @@ impl Plugin {
         // The budget is CPU time on this thread, checked at every epoch deadline: a guest that
         // the scheduler preempts (a busy machine running a model) is not punished for time it
         // did not run, while a loop burns its budget and is stopped within a tick of it. A
-        // wall-clock cap bounds the call however busy the machine is.
+        // wall-clock cap bounds the call however busy the machine is. Time spent in host
+        // imports is the host's and is taken off both.
         let budget = self.limits.timeout;
         let cap = self.limits.wall_cap();
-        let cpu_now = || {
-            cpu_time::ThreadTime::try_now()
-                .ok()
-                .map(|t| t.as_duration())
-        };
-        let cpu_start = cpu_now();
+        let cpu_start = thread_cpu_now();
         let wall_start = Instant::now();
         store.set_epoch_deadline(ticks(budget));
-        store.epoch_deadline_callback(move |_| {
-            let used = match (cpu_start, cpu_now()) {
-                (Some(start), Some(now)) => now.saturating_sub(start),
-                _ => wall_start.elapsed(),
+        store.epoch_deadline_callback(move |ctx| {
+            let in_host = ctx.data().host_time();
+            let wall = wall_start.elapsed().saturating_sub(in_host.wall);
+            let used = match (cpu_start, thread_cpu_now()) {
+                (Some(start), Some(now)) => now.saturating_sub(start).saturating_sub(in_host.cpu),
+                _ => wall,
             };
-            if used >= budget || wall_start.elapsed() >= cap {
+            if used >= budget || wall >= cap {
                 Ok(wasmtime::UpdateDeadline::Interrupt)
             } else {
                 Ok(wasmtime::UpdateDeadline::Continue(ticks(budget - used)))

@@ -5,7 +5,7 @@
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use wasmtime::StoreLimits;
 use wasmtime::component::ResourceTable;
@@ -60,6 +60,24 @@ pub struct PluginState {
     keys: Option<Arc<dyn KeyVerifier>>,
     request_id: String,
     log_lines: u32,
+    in_host: HostTime,
+}
+
+/// Time a call spent inside host imports that may wait (key checks write the key's last use
+/// to sled; the key-value store takes a lock). It is the host's time, not the guest's: the
+/// epoch callback takes it off both the CPU budget and the wall-clock cap, so a sled write
+/// that waits on a busy disk does not fail a guest that did nothing wrong.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct HostTime {
+    pub wall: Duration,
+    pub cpu: Duration,
+}
+
+/// CPU time of the calling thread, where the platform has it.
+pub fn thread_cpu_now() -> Option<Duration> {
+    cpu_time::ThreadTime::try_now()
+        .ok()
+        .map(|t| t.as_duration())
 }
 
 impl std::fmt::Debug for PluginState {
@@ -86,7 +104,25 @@ impl PluginState {
             keys,
             request_id,
             log_lines: 0,
+            in_host: HostTime::default(),
         }
+    }
+
+    /// The time this call has spent in host imports so far.
+    pub fn host_time(&self) -> HostTime {
+        self.in_host
+    }
+
+    /// Runs a host import's work, adding its time to [`HostTime`].
+    fn timed_host<R>(&mut self, work: impl FnOnce(&Self) -> R) -> R {
+        let wall_start = Instant::now();
+        let cpu_start = thread_cpu_now();
+        let result = work(self);
+        self.in_host.wall += wall_start.elapsed();
+        if let (Some(start), Some(now)) = (cpu_start, thread_cpu_now()) {
+            self.in_host.cpu += now.saturating_sub(start);
+        }
+        result
     }
 }
 
@@ -151,30 +187,30 @@ impl host::Host for PluginState {
     }
 
     fn kv_get(&mut self, key: String) -> Option<Vec<u8>> {
-        self.shared.kv.get(&key)
+        self.timed_host(|s| s.shared.kv.get(&key))
     }
 
     fn kv_set(&mut self, key: String, value: Vec<u8>, ttl_ms: Option<u64>) {
-        if !self.shared.kv.set(&key, value, ttl_ms) {
+        if !self.timed_host(|s| s.shared.kv.set(&key, value, ttl_ms)) {
             tracing::warn!(plugin = %self.shared.name, key, "kv-set refused: value too large");
         }
     }
 
     fn kv_delete(&mut self, key: String) {
-        self.shared.kv.delete(&key);
+        self.timed_host(|s| s.shared.kv.delete(&key));
     }
 
     fn kv_incr(&mut self, key: String, delta: i64, ttl_ms: Option<u64>) -> i64 {
-        self.shared.kv.incr(&key, delta, ttl_ms)
+        self.timed_host(|s| s.shared.kv.incr(&key, delta, ttl_ms))
     }
 }
 
 impl keys::Host for PluginState {
     fn verify(&mut self, secret: String) -> Result<keys::KeyInfo, keys::KeyError> {
-        match &self.keys {
+        self.timed_host(|s| match &s.keys {
             Some(keys) => keys.verify(&secret),
             None => Err(keys::KeyError::Unknown),
-        }
+        })
     }
 
     fn open_mode(&mut self) -> bool {
