@@ -58,10 +58,19 @@ pub struct Config {
     /// in image responses. Default: from the request's `Host` (and `X-Forwarded-Proto`).
     #[serde(default)]
     pub public_url: Option<String>,
+    /// After SIGTERM or Ctrl-C, how long requests in flight may take to finish, as a duration
+    /// (`"30s"`, `"2m"`, `"0s"`); then they are ended with a `server_shutting_down` error.
+    /// Default 30 seconds.
+    #[serde(default)]
+    pub shutdown_drain: Option<String>,
 }
 
 /// Image URLs live an hour unless `image_url_ttl` says otherwise.
 pub const DEFAULT_IMAGE_URL_TTL: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// Requests in flight get half a minute to finish at shutdown unless `shutdown_drain` says
+/// otherwise.
+pub const DEFAULT_SHUTDOWN_DRAIN: std::time::Duration = std::time::Duration::from_secs(30);
 
 fn default_true() -> bool {
     true
@@ -262,6 +271,7 @@ impl Default for Config {
             default_plugins: true,
             image_url_ttl: None,
             public_url: None,
+            shutdown_drain: None,
         }
     }
 }
@@ -349,8 +359,23 @@ impl Config {
             .unwrap_or(DEFAULT_IMAGE_URL_TTL)
     }
 
+    /// How long requests in flight may take after the shutdown signal.
+    pub fn shutdown_drain(&self) -> std::time::Duration {
+        self.shutdown_drain
+            .as_deref()
+            .and_then(|t| humantime::parse_duration(t).ok())
+            .unwrap_or(DEFAULT_SHUTDOWN_DRAIN)
+    }
+
     /// Checks that cross fields agree; the message names the field.
     pub fn validate(&self) -> Result<(), String> {
+        if let Some(drain) = &self.shutdown_drain
+            && let Err(e) = humantime::parse_duration(drain)
+        {
+            return Err(format!(
+                "shutdown_drain: `{drain}` is not a duration like \"30s\" or \"2m\": {e}"
+            ));
+        }
         if let Some(ttl) = &self.image_url_ttl {
             match humantime::parse_duration(ttl) {
                 Ok(d) if d >= std::time::Duration::from_secs(1) => {}

@@ -49,6 +49,9 @@ pub enum HearthError {
     /// A dependency is temporarily unavailable (503).
     #[error("{0}")]
     Unavailable(String),
+    /// The server is shutting down and its drain time is up (503).
+    #[error("The server is shutting down; retry the request on another server or shortly.")]
+    ShuttingDown,
     /// A plugin refused the request with its own (host-validated) status, code and headers.
     #[error("{message}")]
     PluginDenied {
@@ -173,6 +176,11 @@ impl HearthError {
                 "server_error",
                 Some("unavailable"),
             ),
+            ShuttingDown => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "server_error",
+                Some("server_shutting_down"),
+            ),
             PluginDenied { status, .. } => {
                 let status =
                     StatusCode::from_u16(*status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
@@ -287,7 +295,9 @@ impl IntoResponse for HearthError {
         }
         if matches!(
             self,
-            HearthError::Unavailable(_) | HearthError::PluginUnavailable(_)
+            HearthError::Unavailable(_)
+                | HearthError::PluginUnavailable(_)
+                | HearthError::ShuttingDown
         ) {
             response
                 .headers_mut()

@@ -1,6 +1,8 @@
 //! `hearth serve`: opens the store, builds the state, binds, publishes the
-//! runtime files for the CLI, and shuts down gracefully on SIGINT/SIGTERM.
+//! runtime files for the CLI, and shuts down gracefully on SIGINT/SIGTERM: the listener
+//! closes, requests in flight get the drain time (`api::drain`), the store is flushed.
 
+use std::future::IntoFuture;
 use std::sync::Arc;
 
 use crate::api::{AppState, app};
@@ -8,6 +10,9 @@ use crate::config::Config;
 use crate::error::{HearthError, Result};
 use crate::runtime_files::{self, ServerInfo};
 use crate::store::{SledStore, Store};
+
+/// How long streams ended at the drain's end get to send their last event.
+const ENDED_STREAMS_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Runs the server until a shutdown signal.
 pub async fn serve(config: Config) -> Result<()> {
@@ -43,9 +48,24 @@ pub async fn serve(config: Config) -> Result<()> {
         &admin_token,
     )?;
 
-    let served = axum::serve(listener, app(state))
-        .with_graceful_shutdown(shutdown_signal())
-        .await;
+    let drain = state.drain.clone();
+    let signalled = {
+        let drain = drain.clone();
+        async move {
+            shutdown_signal().await;
+            tracing::info!(
+                in_flight = drain.in_flight(),
+                drain_s = drain.time().as_secs_f64(),
+                "shutdown signal received: no new connections; finishing the requests in flight"
+            );
+            drain.begin();
+        }
+    };
+    let server = axum::serve(listener, app(state)).with_graceful_shutdown(signalled);
+    let served = tokio::select! {
+        served = server.into_future() => served,
+        () = drain.run_out(ENDED_STREAMS_GRACE) => Ok(()),
+    };
     runtime_files::withdraw(&data_dir);
     store.flush()?;
     tracing::info!("hearth stopped");
@@ -103,5 +123,4 @@ async fn shutdown_signal() {
         () = ctrl_c => {},
         () = terminate => {},
     }
-    tracing::info!("shutdown signal received; finishing in-flight requests");
 }

@@ -3,12 +3,14 @@
 
 mod chat;
 mod cli_keys;
+mod echo;
 mod embeddings;
 mod plugin_examples;
 mod plugins;
 mod proxy;
 mod safetensors;
 mod serve;
+mod shutdown;
 mod tls;
 
 pub use hearth_e2e::config;

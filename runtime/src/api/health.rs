@@ -15,9 +15,9 @@ pub async fn healthz() -> Json<Value> {
     Json(json!({"status": "ok"}))
 }
 
-/// Readiness: 503 while any deployment is still loading.
+/// Readiness: 503 while any deployment is still loading, and from the shutdown signal on.
 #[utoipa::path(get, path = "/readyz", tag = "health",
-    responses((status = 200, description = "ready"), (status = 503, description = "a deployment is loading")))]
+    responses((status = 200, description = "ready"), (status = 503, description = "a deployment is loading, or the server is draining to shut down")))]
 pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
     let deployments: serde_json::Map<String, Value> = state
         .registry
@@ -38,12 +38,17 @@ pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
         .registry
         .iter()
         .any(|d| d.state == DeploymentState::Loading);
-    let status = if loading {
+    let draining = state.drain.is_draining();
+    let status = if loading || draining {
         StatusCode::SERVICE_UNAVAILABLE
     } else {
         StatusCode::OK
     };
-    let word = if loading { "loading" } else { "ready" };
+    let word = match (draining, loading) {
+        (true, _) => "draining",
+        (false, true) => "loading",
+        (false, false) => "ready",
+    };
     (
         status,
         Json(json!({"status": word, "deployments": deployments})),

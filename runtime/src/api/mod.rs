@@ -5,6 +5,7 @@ mod chat_answer;
 mod chat_prompt;
 mod completion_run;
 mod completions;
+pub mod drain;
 mod embeddings;
 mod extract;
 mod health;
@@ -64,6 +65,8 @@ pub struct AppState {
     pub plugins: Option<Arc<PluginHost>>,
     /// The expiring files behind image URLs (`<data_dir>/images`).
     pub images: Arc<crate::images::ImageFiles>,
+    /// Graceful shutdown: the phase and the requests in flight.
+    pub drain: drain::Drain,
 }
 
 impl AppState {
@@ -97,6 +100,7 @@ impl AppState {
         )?);
         Ok(Self {
             images,
+            drain: drain::Drain::new(config.shutdown_drain()),
             registry: Arc::new(Registry::load(&config.deployments)),
             config: Arc::new(config),
             store,
@@ -198,6 +202,10 @@ pub fn app(state: AppState) -> Router {
                 .layer(axum::middleware::from_fn_with_state(
                     state.clone(),
                     middleware::error_envelope,
+                ))
+                .layer(axum::middleware::from_fn_with_state(
+                    state.clone(),
+                    drain::guard,
                 ))
                 .layer(DefaultBodyLimit::max(limit)),
         )
