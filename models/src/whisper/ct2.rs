@@ -239,11 +239,11 @@ fn read_variable(cursor: &mut ByteCursor<'_>, what: &str) -> Result<Ct2Variable,
     let dtype = Ct2Dtype::from_id(type_id)
         .ok_or_else(|| format!("{what}: unknown data type id {type_id}"))?;
     let len = cursor.u32(what)? as usize;
-    let elements: usize = shape.iter().product();
-    if elements.checked_mul(dtype.size()) != Some(len) {
+    let elements = shape.iter().try_fold(1usize, |n, &d| n.checked_mul(d));
+    if elements.and_then(|n| n.checked_mul(dtype.size())) != Some(len) {
         return Err(format!(
             "{what}: {len} bytes of data for shape {shape:?} of {dtype:?} ({} expected)",
-            elements.saturating_mul(dtype.size())
+            elements.map_or(usize::MAX, |n| n.saturating_mul(dtype.size()))
         ));
     }
     let offset = cursor.at;

@@ -19,6 +19,13 @@ pub fn installed(relative: &str) -> PathBuf {
     path
 }
 
+/// `relative` under `models/tests/fixtures` (the small checkpoints committed with the tests).
+pub fn fixture(relative: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(relative)
+}
+
 /// The device the reference checks run on: `HEARTH_TEST_DEVICE` (`cpu` or `wgpu`), else the CPU.
 pub fn test_device() -> hearth_models::Device {
     match std::env::var("HEARTH_TEST_DEVICE").as_deref() {

@@ -1,4 +1,4 @@
-//! The model reference tests, one test binary (each binary links burn and its backends:
+//! The model reference tests (and `parsers`: the model-file readers against hostile bytes), one test binary (each binary links burn and its backends:
 //! one link, not one per family). Each module checks one model family against fixtures
 //! written by a committed script in `models/scripts/`; `scripts/test-wgpu` runs the
 //! device-generic ones again on wgpu (`HEARTH_TEST_DEVICE=wgpu`).
@@ -10,6 +10,7 @@ mod dcgan;
 mod gguf;
 mod llama;
 mod llama_quantised;
+mod parsers;
 mod qwen;
 mod qwen_gguf;
 mod rdn;

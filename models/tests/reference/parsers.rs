@@ -14,20 +14,55 @@ use proptest::prelude::*;
 use crate::common;
 use crate::gguf::{Meta, gguf_bytes};
 
-/// Byte edits of a valid file: overwritten bytes (most near the start, where the headers
-/// are), then maybe a cut.
+/// Edits of a valid file: bytes and little-endian integers (the counts, lengths, dimensions
+/// and offsets that headers are made of) overwritten, most near the start, where the headers
+/// are; then maybe a cut.
 #[derive(Debug, Clone)]
 struct Mutation {
-    writes: Vec<(usize, u8)>,
+    writes: Vec<(usize, Write)>,
     cut: Option<usize>,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Write {
+    Byte(u8),
+    /// An integer of this many bytes.
+    Int(u64, usize),
+}
+
+/// Values that break length arithmetic: zero, one, sign and width boundaries, huge.
+fn interesting_int() -> impl Strategy<Value = u64> {
+    prop_oneof![
+        Just(0u64),
+        Just(1),
+        Just(2),
+        Just(0x7f),
+        Just(0xff),
+        Just(0xffff),
+        Just(0x7fff_ffff),
+        Just(0xffff_ffff),
+        Just(1 << 32),
+        Just(1 << 40),
+        Just(u64::MAX / 2),
+        Just(u64::MAX),
+        any::<u64>(),
+    ]
 }
 
 fn mutation(len: usize, header: usize) -> impl Strategy<Value = Mutation> {
     let header = header.clamp(1, len);
     let position = prop_oneof![4 => 0..header, 1 => 0..len];
+    let write = prop_oneof![
+        any::<u8>().prop_map(Write::Byte),
+        (
+            interesting_int(),
+            prop_oneof![Just(1usize), Just(2), Just(4), Just(8)]
+        )
+            .prop_map(|(v, width)| Write::Int(v, width)),
+    ];
     (
-        prop::collection::vec((position, any::<u8>()), 1..8),
-        prop::option::weighted(0.25, 0..len),
+        prop::collection::vec((position, write), 1..6),
+        prop::option::weighted(0.2, 0..len),
     )
         .prop_map(|(writes, cut)| Mutation { writes, cut })
 }
@@ -35,14 +70,64 @@ fn mutation(len: usize, header: usize) -> impl Strategy<Value = Mutation> {
 impl Mutation {
     fn apply(&self, valid: &[u8]) -> Vec<u8> {
         let mut bytes = valid.to_vec();
-        for &(at, value) in &self.writes {
-            bytes[at] = value;
+        for &(at, write) in &self.writes {
+            match write {
+                Write::Byte(value) => bytes[at] = value,
+                Write::Int(value, width) => {
+                    let end = (at + width).min(bytes.len());
+                    bytes[at..end].copy_from_slice(&value.to_le_bytes()[..end - at]);
+                }
+            }
         }
         if let Some(cut) = self.cut {
             bytes.truncate(cut);
         }
         bytes
     }
+}
+
+/// Edits of the numbers in a safetensors file's JSON header (dtypes, shapes and offsets),
+/// which keep it JSON, so the reader gets past the parse to the checks of what it says.
+#[derive(Debug, Clone)]
+struct HeaderNumberEdit {
+    /// Which digit of the header, as a fraction of the digits.
+    digit: prop::sample::Index,
+    /// Digits that replace it.
+    with: String,
+}
+
+fn header_number_edits() -> impl Strategy<Value = Vec<HeaderNumberEdit>> {
+    let with = prop_oneof![
+        "[0-9]",
+        Just("0".to_owned()),
+        Just("99999999999".to_owned()),
+        Just("18446744073709551615".to_owned()),
+    ];
+    prop::collection::vec(
+        (any::<prop::sample::Index>(), with)
+            .prop_map(|(digit, with)| HeaderNumberEdit { digit, with }),
+        1..4,
+    )
+}
+
+/// `valid` with its header's digits edited, the length prefix kept true.
+fn edit_header_numbers(valid: &[u8], edits: &[HeaderNumberEdit]) -> Vec<u8> {
+    let header_end = safetensors_header_len(valid);
+    let mut header = valid[8..header_end].to_vec();
+    for edit in edits {
+        let digits: Vec<usize> = (0..header.len())
+            .filter(|&i| header[i].is_ascii_digit())
+            .collect();
+        if digits.is_empty() {
+            break;
+        }
+        let at = digits[edit.digit.index(digits.len())];
+        header.splice(at..=at, edit.with.bytes());
+    }
+    let mut out = (header.len() as u64).to_le_bytes().to_vec();
+    out.extend(header);
+    out.extend(&valid[header_end..]);
+    out
 }
 
 /// Reads everything a loader would read from a parsed GGUF file.
@@ -185,26 +270,44 @@ proptest! {
     }
 }
 
+/// Loads the tiny Qwen2 checkpoint with `weights` as its `model.safetensors`.
+fn load_tiny_qwen2_with(weights: &[u8]) {
+    let source = common::fixture("tiny-qwen2");
+    let dir = tempfile::tempdir().unwrap();
+    for file in [
+        "config.json",
+        "generation_config.json",
+        "tokenizer.json",
+        "tokenizer_config.json",
+    ] {
+        std::fs::copy(source.join(file), dir.path().join(file)).unwrap();
+    }
+    std::fs::write(dir.path().join("model.safetensors"), weights).unwrap();
+    let _ = LlamaModel::load_hf(dir.path(), &hearth_models::cpu_device());
+}
+
+fn tiny_qwen2_weights() -> Vec<u8> {
+    std::fs::read(common::fixture("tiny-qwen2/model.safetensors")).unwrap()
+}
+
 proptest! {
     // Each case loads a whole (tiny) checkpoint.
-    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
 
     #[test]
-    fn safetensors_mutations_are_an_error_or_a_model(
+    fn safetensors_byte_mutations_are_an_error_or_a_model(
         m in {
-            let valid = std::fs::read(common::fixture("tiny-qwen2/model.safetensors")).unwrap();
+            let valid = tiny_qwen2_weights();
             let header = safetensors_header_len(&valid);
             mutation(valid.len(), header)
         },
     ) {
-        let source = common::fixture("tiny-qwen2");
-        let valid = std::fs::read(source.join("model.safetensors")).unwrap();
-        let dir = tempfile::tempdir().unwrap();
-        for file in ["config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json"] {
-            std::fs::copy(source.join(file), dir.path().join(file)).unwrap();
-        }
-        std::fs::write(dir.path().join("model.safetensors"), m.apply(&valid)).unwrap();
-        let _ = LlamaModel::load_hf(dir.path(), &hearth_models::cpu_device());
+        load_tiny_qwen2_with(&m.apply(&tiny_qwen2_weights()));
+    }
+
+    #[test]
+    fn safetensors_header_number_edits_are_an_error_or_a_model(edits in header_number_edits()) {
+        load_tiny_qwen2_with(&edit_header_numbers(&tiny_qwen2_weights(), &edits));
     }
 }
 
@@ -215,7 +318,8 @@ fn the_valid_files_of_these_tests_parse() {
     assert_eq!((values.len(), shape), (64, vec![64]));
     let ct2 = Ct2File::parse(Path::new("model.bin"), valid_ct2()).expect("valid CTranslate2");
     assert_eq!(
-        ct2.f32_tensor("decoder/embeddings/weight", &[2, 3]).unwrap(),
+        ct2.f32_tensor("decoder/embeddings/weight", &[2, 3])
+            .unwrap(),
         [0.0, 1.0, 2.0, 3.0, 4.0, 5.0]
     );
     assert_eq!(ct2.int_scalar("decoder/start_id").unwrap(), 50257);

@@ -577,3 +577,186 @@ async fn readiness_reports_deployments() {
     assert_eq!(status, StatusCode::OK);
     assert_eq!(body["deployments"]["chatty"]["state"], "failed");
 }
+
+#[tokio::test]
+async fn readiness_says_draining_from_the_shutdown_signal_on() {
+    let h = harness(false);
+    h.state.drain.begin();
+    let (status, body) = h.get("/readyz", None).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(body["status"], "draining");
+}
+
+/// The drain layer over three handlers that never finish on their own: one that never
+/// answers, an event stream and a chunked byte stream.
+fn never_ending(state: &AppState) -> axum::Router {
+    use axum::routing::get;
+    use futures_util::stream;
+    let forever = || {
+        stream::unfold(0u64, |n| async move {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            Some((
+                Ok::<_, std::convert::Infallible>(format!("data: {n}\n\n")),
+                n + 1,
+            ))
+        })
+    };
+    axum::Router::new()
+        .route("/hang", get(std::future::pending::<&'static str>))
+        .route(
+            "/events",
+            get(move || async move {
+                (
+                    [("content-type", "text/event-stream")],
+                    Body::from_stream(forever()),
+                )
+            }),
+        )
+        .route(
+            "/bytes",
+            get(move || async move { Body::from_stream(forever()) }),
+        )
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            super::drain::guard,
+        ))
+        .with_state(state.clone())
+}
+
+#[tokio::test]
+async fn the_drain_ends_what_is_still_open_when_its_time_is_up() {
+    let h = harness(false);
+    let router = never_ending(&h.state);
+    let get = |path: &str| Request::get(path).body(Body::empty()).unwrap();
+    let hang = tokio::spawn(router.clone().oneshot(get("/hang")));
+    let mut events = router
+        .clone()
+        .oneshot(get("/events"))
+        .await
+        .unwrap()
+        .into_body();
+    let first = events.frame().await.unwrap().unwrap().into_data().unwrap();
+    assert_eq!(&first[..], b"data: 0\n\n");
+    let bytes = router.clone().oneshot(get("/bytes")).await.unwrap();
+    // The spawned request counts once its task has run.
+    let counted = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+    while h.state.drain.in_flight() < 3 {
+        assert!(
+            tokio::time::Instant::now() < counted,
+            "{} in flight",
+            h.state.drain.in_flight()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    assert_eq!(h.state.drain.in_flight(), 3);
+    h.state.drain.begin();
+    // Draining alone ends nothing.
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    assert!(!hang.is_finished());
+    h.state.drain.expire();
+
+    let hang = hang.await.unwrap().unwrap();
+    assert_eq!(hang.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(hang.headers()["retry-after"], "1");
+    let body = hang.into_body().collect().await.unwrap().to_bytes();
+    assert_envelope(
+        &serde_json::from_slice(&body).unwrap(),
+        "server_shutting_down",
+    );
+
+    let text = events.collect().await.unwrap().to_bytes();
+    let text = String::from_utf8(text.to_vec()).unwrap();
+    let last = text.trim_end().rsplit("\n\n").next().unwrap();
+    let last: Value = serde_json::from_str(last.strip_prefix("data: ").unwrap()).unwrap();
+    assert_envelope(&last, "server_shutting_down");
+
+    // A byte stream cannot carry an error event: it is cut, and the client sees an error.
+    assert!(bytes.into_body().collect().await.is_err());
+    assert_eq!(h.state.drain.in_flight(), 0);
+}
+
+#[test]
+fn shutdown_drain_is_a_duration() {
+    let config = Config::parse("shutdown_drain = \"5s\"").unwrap();
+    assert_eq!(config.shutdown_drain(), std::time::Duration::from_secs(5));
+    assert_eq!(
+        Config::parse("").unwrap().shutdown_drain(),
+        std::time::Duration::from_secs(30)
+    );
+    let error = Config::parse("shutdown_drain = \"soon\"").unwrap_err();
+    assert!(error.starts_with("shutdown_drain:"), "{error}");
+}
+
+/// Random edits of a valid upload to the multipart routes: whatever the bytes, the answer is
+/// an enveloped error of the client's (or the failed deployment's 503), never a 500 or a
+/// panic. One harness and runtime for all the cases: building one per case would compile
+/// the default plugins each time.
+#[test]
+fn mutated_multipart_forms_get_enveloped_errors() {
+    use proptest::prelude::*;
+    use proptest::test_runner::{Config as Cases, TestRunner};
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let h = runtime.block_on(async { harness(false) });
+    let fields = [
+        ("response_format", "verbose_json"),
+        ("timestamp_granularities[]", "word"),
+        ("temperature", "0.2"),
+        ("prompt", "Hello"),
+    ];
+    let valid = runtime.block_on(async {
+        let request = audio_upload(
+            "/v1/audio/transcriptions",
+            "listener",
+            b"RIFF....WAVE",
+            &fields,
+        );
+        request
+            .into_body()
+            .collect()
+            .await
+            .unwrap()
+            .to_bytes()
+            .to_vec()
+    });
+    let len = valid.len();
+    let edits = (
+        prop::collection::vec((0..len, any::<u8>()), 1..8),
+        prop::option::weighted(0.3, 0..len),
+        prop_oneof![
+            Just("/v1/audio/transcriptions"),
+            Just("/v1/audio/translations"),
+            Just("/v1/images/edits"),
+        ],
+    );
+    let mut runner = TestRunner::new(Cases {
+        cases: 128,
+        ..Cases::default()
+    });
+    runner
+        .run(&edits, |(writes, cut, path)| {
+            let mut body = valid.clone();
+            for (at, value) in writes {
+                body[at] = value;
+            }
+            if let Some(cut) = cut {
+                body.truncate(cut);
+            }
+            let request = Request::post(path)
+                .header("content-type", "multipart/form-data; boundary=AuDiO")
+                .body(Body::from(body))
+                .unwrap();
+            let (status, _, answer) = runtime.block_on(h.send(request));
+            prop_assert!(
+                status.is_client_error() || status == StatusCode::SERVICE_UNAVAILABLE,
+                "{status}: {answer}"
+            );
+            prop_assert!(answer["error"]["message"].is_string(), "{answer}");
+            prop_assert!(answer["error"]["type"].is_string(), "{answer}");
+            Ok(())
+        })
+        .unwrap();
+}

@@ -167,4 +167,82 @@ mod tests {
         };
         assert!(rewrite(&r, 10).is_err());
     }
+
+    /// Names a plugin might send: the forbidden ones in any case, ordinary ones, and junk.
+    fn header_name() -> impl proptest::strategy::Strategy<Value = String> {
+        use proptest::prelude::*;
+        prop_oneof![
+            Just("Content-Length".to_owned()),
+            Just("TRANSFER-ENCODING".to_owned()),
+            Just("x-hearth-identity".to_owned()),
+            Just("Host".to_owned()),
+            "[a-zA-Z][a-zA-Z0-9-]{0,20}",
+            any::<String>(),
+        ]
+    }
+
+    fn header_list() -> impl proptest::strategy::Strategy<Value = Vec<(String, String)>> {
+        use proptest::prelude::*;
+        prop::collection::vec((header_name(), any::<String>()), 0..40)
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn accepted_headers_are_never_framing_or_internal(list in header_list()) {
+            if let Ok(parsed) = headers(&list) {
+                proptest::prop_assert!(parsed.len() <= MAX_HEADERS);
+                for (name, _) in parsed {
+                    proptest::prop_assert!(!forbidden(name.as_str()), "{name} was accepted");
+                }
+            }
+        }
+
+        #[test]
+        fn accepted_denials_have_an_error_status_and_a_short_code(
+            status in proptest::prelude::any::<u16>(),
+            code in proptest::prelude::any::<String>(),
+            message in proptest::collection::vec(proptest::prelude::any::<char>(), 0..5000),
+            list in header_list(),
+        ) {
+            let d = Denial { status, code, message: message.into_iter().collect(), headers: list };
+            if denial(&d).is_ok() {
+                proptest::prop_assert!((400..=599).contains(&d.status));
+                proptest::prop_assert!(!d.code.is_empty() && d.code.len() <= 64 && d.code.is_ascii());
+                proptest::prop_assert!(d.message.len() <= MAX_MESSAGE_BYTES);
+            }
+        }
+
+        #[test]
+        fn accepted_rewrites_fit_the_limit_and_touch_no_framing_header(
+            body in proptest::option::of(proptest::collection::vec(proptest::prelude::any::<u8>(), 0..300)),
+            set in header_list(),
+            remove in proptest::collection::vec(header_name(), 0..6),
+        ) {
+            let r = Rewrite { body, set_headers: set, remove_headers: remove };
+            if rewrite(&r, 200).is_ok() {
+                proptest::prop_assert!(r.body.as_ref().is_none_or(|b| b.len() <= 200));
+                proptest::prop_assert!(r.remove_headers.iter().all(|n| !forbidden(&n.to_ascii_lowercase())));
+            }
+        }
+
+        #[test]
+        fn picks_are_candidates_without_duplicates(
+            target in "[a-d]{1,2}",
+            fallbacks in proptest::collection::vec("[a-d]{1,2}", 0..8),
+            candidates in proptest::collection::vec("[a-d]{1,2}", 0..5),
+        ) {
+            let p = Pick { target, fallbacks };
+            match pick(&p, &candidates) {
+                Ok((chosen, rest)) => {
+                    proptest::prop_assert!(candidates.contains(&chosen));
+                    proptest::prop_assert!(rest.iter().all(|f| candidates.contains(f) && *f != chosen));
+                    let mut unique = rest.clone();
+                    unique.sort();
+                    unique.dedup();
+                    proptest::prop_assert_eq!(unique.len(), rest.len());
+                }
+                Err(_) => proptest::prop_assert!(!candidates.contains(&p.target)),
+            }
+        }
+    }
 }
