@@ -318,8 +318,8 @@ impl Plugin {
         // The budget is CPU time on this thread, checked at every epoch deadline: a guest that
         // the scheduler preempts (a busy machine running a model) is not punished for time it
         // did not run, while a loop burns its budget and is stopped within a tick of it. A
-        // wall-clock cap bounds the call however busy the machine is. Time spent in host
-        // imports is the host's and is taken off both.
+        // wall-clock cap bounds the call however busy the machine is. Time spent waiting in
+        // host imports is the host's and is taken off the cap.
         let budget = self.limits.timeout;
         let cap = self.limits.wall_cap();
         let cpu_start = thread_cpu_now();
@@ -329,7 +329,7 @@ impl Plugin {
             let in_host = ctx.data().host_time();
             let wall = wall_start.elapsed().saturating_sub(in_host.wall);
             let used = match (cpu_start, thread_cpu_now()) {
-                (Some(start), Some(now)) => now.saturating_sub(start).saturating_sub(in_host.cpu),
+                (Some(start), Some(now)) => now.saturating_sub(start),
                 _ => wall,
             };
             if used >= budget || wall >= cap {
