@@ -76,7 +76,13 @@ fn token_ids(value: &Value, at: usize, vocab: usize) -> Result<Vec<u32>> {
 /// Every prompt as token ids.
 fn prompts(engine: &TextEngine, prompt: &Value) -> Result<Vec<Vec<u32>>> {
     let vocab = engine.codec.vocab_size();
-    let encode = |text: &str| engine.encode(text, true);
+    // A model that adds no start token makes nothing of "": there is nothing to continue.
+    let encode = |text: &str| match engine.encode(text, true)? {
+        ids if ids.is_empty() => Err(prompt_error(
+            "the prompt has no tokens for this model (it adds no start token); send some text",
+        )),
+        ids => Ok(ids),
+    };
     match prompt {
         Value::String(text) => Ok(vec![encode(text)?]),
         Value::Array(items) if items.is_empty() => {
