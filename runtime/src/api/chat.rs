@@ -46,6 +46,7 @@ pub struct StreamOptions {
 
 /// The request body (OpenAI's, with vLLM's `top_k` and `chat_template_kwargs`).
 #[derive(Debug, Deserialize, ToSchema)]
+#[schema(example = json!({"model": "default", "messages": [{"role": "user", "content": "Hello!"}], "max_tokens": 16}))]
 pub struct ChatRequest {
     /// Required unless the `X-GPUStack-Model` header names the model (read before this
     /// parse, here for its type and the document).

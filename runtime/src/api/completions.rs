@@ -33,6 +33,7 @@ const MAX_LOGPROBS: i64 = 5;
 
 /// The request body (OpenAI's legacy completions, with vLLM's `top_k` and `response_format`).
 #[derive(Debug, Deserialize, ToSchema)]
+#[schema(example = json!({"model": "default", "prompt": "Once upon a time", "max_tokens": 16}))]
 pub struct CompletionRequest {
     /// Required unless the `X-GPUStack-Model` header names the model.
     #[allow(dead_code, reason = "resolved from the raw body before this parse")]

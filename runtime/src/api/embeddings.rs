@@ -28,6 +28,7 @@ const ENDPOINT: &str = "/v1/embeddings";
 /// accepted for compatibility; both are here for the OpenAPI description.
 #[derive(Debug, Deserialize, ToSchema)]
 #[allow(dead_code, reason = "fields kept for the OpenAPI schema")]
+#[schema(example = json!({"model": "text-embedding-3-small", "input": ["Hello", "world"]}))]
 pub struct EmbeddingRequest {
     /// Required unless the `X-GPUStack-Model` header names the model.
     pub model: Option<String>,

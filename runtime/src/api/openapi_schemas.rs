@@ -257,6 +257,7 @@ json_schema!(
     ImageGenerationRequest => json!({
         "type": "object", "required": ["prompt"], "additionalProperties": false,
         "properties": image_params(false),
+        "example": {"model": "dall-e-2", "prompt": "a lighthouse at dusk", "n": 1},
     })
 );
 

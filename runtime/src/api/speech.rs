@@ -49,6 +49,7 @@ enum VoiceParam {
 /// The request body; any other field is a 400.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"model": "tts-1", "input": "Hello there.", "voice": "alloy", "response_format": "wav"}))]
 pub struct SpeechRequest {
     /// Required; the `X-GPUStack-Model` header may name the model instead (it wins).
     #[allow(dead_code, reason = "resolved from the raw body before this parse")]
