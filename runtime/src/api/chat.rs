@@ -9,6 +9,7 @@ use axum::{Extension, Json};
 use llguidance::api::TopLevelGrammar;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
+use utoipa::ToSchema;
 
 use super::AppState;
 use super::chat_answer::{AnswerShape, StreamShaper};
@@ -17,7 +18,9 @@ use super::completion_run::{
     ChoiceOutput, StreamSpec, collect, logprob_entry, stream_choices, usage_json,
 };
 use super::extract::from_value;
-use super::inference::{resolve_json, unserved};
+use super::inference::{ModelHeader, resolve_json, unserved};
+use super::openapi_schemas::ToolChoice as ToolChoiceSchema;
+use super::openapi_schemas::{ChatMessage, FunctionCall, Functions, ResponseFormat, Tools};
 use super::sampling_params::{CommonParams, MAX_TOP_LOGPROBS, choice_sampling};
 use super::sse::channel_response;
 use super::structured;
@@ -33,28 +36,49 @@ use crate::store::now_unix;
 
 const ENDPOINT: &str = "/v1/chat/completions";
 
-#[derive(Debug, Deserialize)]
-struct StreamOptions {
+/// `stream_options` of chat and text completions.
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct StreamOptions {
+    /// A last chunk with the usage (and no choices).
     #[serde(default)]
-    include_usage: bool,
+    pub include_usage: bool,
 }
 
-#[derive(Debug, Deserialize)]
-struct ChatRequest {
+/// The request body (OpenAI's, with vLLM's `top_k` and `chat_template_kwargs`).
+#[derive(Debug, Deserialize, ToSchema)]
+#[schema(example = json!({"model": "default", "messages": [{"role": "user", "content": "Hello!"}], "max_tokens": 16}))]
+pub struct ChatRequest {
+    /// Required unless the `X-GPUStack-Model` header names the model (read before this
+    /// parse, here for its type and the document).
+    #[allow(dead_code, reason = "resolved from the raw body before this parse")]
+    model: Option<String>,
+    #[schema(value_type = Vec<ChatMessage>, min_items = 1)]
     messages: Vec<Value>,
     #[serde(default)]
     stream: bool,
     stream_options: Option<StreamOptions>,
+    /// The newer name of `max_tokens`; wins over it.
+    #[schema(minimum = 1)]
     max_completion_tokens: Option<i64>,
     logprobs: Option<bool>,
+    /// Needs `logprobs: true`.
+    #[schema(minimum = 0, maximum = 20)]
     top_logprobs: Option<i64>,
+    #[schema(value_type = Option<ResponseFormat>)]
     response_format: Option<Value>,
+    #[schema(value_type = Option<Tools>)]
     tools: Option<Value>,
+    #[schema(value_type = Option<ToolChoiceSchema>)]
     tool_choice: Option<Value>,
     parallel_tool_calls: Option<bool>,
+    /// Legacy `tools`.
+    #[schema(value_type = Option<Functions>)]
     functions: Option<Value>,
+    /// Legacy `tool_choice`.
+    #[schema(value_type = Option<FunctionCall>)]
     function_call: Option<Value>,
     /// vLLM's: extra variables for the chat template (`{"enable_thinking": false}`).
+    #[schema(value_type = Option<Object>)]
     chat_template_kwargs: Option<Map<String, Value>>,
     #[serde(flatten)]
     common: CommonParams,
@@ -102,11 +126,12 @@ fn reasoning_of(engine: &TextEngine, prompt: &str) -> Reasoning {
 
 /// Creates a chat completion (JSON, or SSE with `stream: true`).
 #[utoipa::path(post, path = "/v1/chat/completions", tag = "inference", security(("bearer" = [])),
-    request_body(content = Object, description = "OpenAI's chat completion request"),
-    responses((status = 200, description = "a chat.completion, or chat.completion.chunk events"),
+    request_body = ChatRequest, params(ModelHeader),
+    responses((status = 200, description = "a chat.completion, or chat.completion.chunk events (SSE) with `stream: true`"),
         (status = 400, body = ErrorEnvelope), (status = 401, body = ErrorEnvelope),
         (status = 403, body = ErrorEnvelope), (status = 404, body = ErrorEnvelope),
-        (status = 501, body = ErrorEnvelope), (status = 503, body = ErrorEnvelope)))]
+        (status = 413, body = ErrorEnvelope), (status = 501, body = ErrorEnvelope),
+        (status = 503, body = ErrorEnvelope)))]
 pub async fn create(
     State(state): State<AppState>,
     Extension(identity): Extension<Identity>,

@@ -8,12 +8,15 @@ use axum::{Extension, Json};
 use hearth_models::sampling::Sampled;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
+use utoipa::ToSchema;
 
 use super::AppState;
+use super::chat::StreamOptions;
 use super::completion_run::{ChoiceOutput, StreamSpec, collect, stream_choices, usage_json};
 use super::extract::from_value;
 use super::extract::token_id_list;
-use super::inference::{resolve_json, unserved};
+use super::inference::{ModelHeader, resolve_json, unserved};
+use super::openapi_schemas::{Prompt, ResponseFormat};
 use super::sampling_params::{CommonParams, choice_sampling};
 use super::sse::channel_response;
 use super::structured;
@@ -28,17 +31,30 @@ const ENDPOINT: &str = "/v1/completions";
 /// The legacy API's limit on `logprobs`.
 const MAX_LOGPROBS: i64 = 5;
 
-#[derive(Debug, Deserialize)]
-struct CompletionRequest {
+/// The request body (OpenAI's legacy completions, with vLLM's `top_k` and `response_format`).
+#[derive(Debug, Deserialize, ToSchema)]
+#[schema(example = json!({"model": "default", "prompt": "Once upon a time", "max_tokens": 16}))]
+pub struct CompletionRequest {
+    /// Required unless the `X-GPUStack-Model` header names the model.
+    #[allow(dead_code, reason = "resolved from the raw body before this parse")]
+    model: Option<String>,
+    #[schema(value_type = Prompt)]
     prompt: Value,
     #[serde(default)]
     stream: bool,
+    #[schema(value_type = Option<StreamOptions>)]
     stream_options: Option<Value>,
+    /// The prompt again, ahead of the completion.
     #[serde(default)]
     echo: bool,
+    /// Only empty: no model here fills in the middle.
+    #[schema(max_length = 0)]
     suffix: Option<String>,
+    /// The legacy API's count of alternatives per token.
+    #[schema(minimum = 0, maximum = 5)]
     logprobs: Option<i64>,
     /// Not in OpenAI's legacy API: structured outputs for completions too, as vLLM has them.
+    #[schema(value_type = Option<ResponseFormat>)]
     response_format: Option<Value>,
     #[serde(flatten)]
     common: CommonParams,
@@ -61,7 +77,13 @@ fn token_ids(value: &Value, at: usize, vocab: usize) -> Result<Vec<u32>> {
 /// Every prompt as token ids.
 fn prompts(engine: &TextEngine, prompt: &Value) -> Result<Vec<Vec<u32>>> {
     let vocab = engine.codec.vocab_size();
-    let encode = |text: &str| engine.encode(text, true);
+    // A model that adds no start token makes nothing of "": there is nothing to continue.
+    let encode = |text: &str| match engine.encode(text, true)? {
+        ids if ids.is_empty() => Err(prompt_error(
+            "the prompt has no tokens for this model (it adds no start token); send some text",
+        )),
+        ids => Ok(ids),
+    };
     match prompt {
         Value::String(text) => Ok(vec![encode(text)?]),
         Value::Array(items) if items.is_empty() => {
@@ -106,11 +128,12 @@ fn legacy_logprobs(engine: &TextEngine, tokens: &[Sampled], offset: usize) -> Va
 
 /// Creates a text completion.
 #[utoipa::path(post, path = "/v1/completions", tag = "inference", security(("bearer" = [])),
-    request_body(content = Object, description = "OpenAI's completion request"),
-    responses((status = 200, description = "a text_completion, or its chunks as SSE"),
+    request_body = CompletionRequest, params(ModelHeader),
+    responses((status = 200, description = "a text_completion, or its chunks as SSE with `stream: true`"),
         (status = 400, body = ErrorEnvelope), (status = 401, body = ErrorEnvelope),
         (status = 403, body = ErrorEnvelope), (status = 404, body = ErrorEnvelope),
-        (status = 501, body = ErrorEnvelope), (status = 503, body = ErrorEnvelope)))]
+        (status = 413, body = ErrorEnvelope), (status = 501, body = ErrorEnvelope),
+        (status = 503, body = ErrorEnvelope)))]
 pub async fn create(
     State(state): State<AppState>,
     Extension(identity): Extension<Identity>,

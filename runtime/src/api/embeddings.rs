@@ -12,7 +12,8 @@ use utoipa::ToSchema;
 
 use super::AppState;
 use super::extract::token_id_list;
-use super::inference::{resolve_json, unserved};
+use super::inference::{ModelHeader, resolve_json, unserved};
+use super::openapi_schemas::EmbeddingInput;
 use super::usage::UsageSink;
 use crate::auth::Identity;
 use crate::config::ModelKind;
@@ -27,16 +28,32 @@ const ENDPOINT: &str = "/v1/embeddings";
 /// accepted for compatibility; both are here for the OpenAPI description.
 #[derive(Debug, Deserialize, ToSchema)]
 #[allow(dead_code, reason = "fields kept for the OpenAPI schema")]
+#[schema(example = json!({"model": "text-embedding-3-small", "input": ["Hello", "world"]}))]
 pub struct EmbeddingRequest {
+    /// Required unless the `X-GPUStack-Model` header names the model.
     pub model: Option<String>,
     /// A string, a list of strings, a list of token ids, or a list of token-id lists.
-    #[schema(value_type = Object)]
+    #[schema(value_type = EmbeddingInput)]
     pub input: Value,
-    /// `float` (default) or `base64`.
+    /// `float` (default) or `base64` (little-endian f32).
+    #[schema(value_type = Option<EncodingFormat>)]
     pub encoding_format: Option<String>,
-    /// Keep the first N dimensions, then renormalise.
+    /// Keep the first N dimensions (at most the model's), then renormalise.
+    #[schema(minimum = 1)]
     pub dimensions: Option<i64>,
     pub user: Option<String>,
+}
+
+/// How vectors are returned.
+#[derive(Debug, ToSchema)]
+#[allow(
+    dead_code,
+    reason = "describes `encoding_format` for the OpenAPI document"
+)]
+#[schema(rename_all = "lowercase")]
+pub enum EncodingFormat {
+    Float,
+    Base64,
 }
 
 /// One vector, as floats or base64.
@@ -192,10 +209,11 @@ fn encode(vector: Vec<f32>, base64: bool) -> EmbeddingVector {
 
 /// Creates embeddings.
 #[utoipa::path(post, path = "/v1/embeddings", tag = "inference", security(("bearer" = [])),
-    request_body = EmbeddingRequest,
+    request_body = EmbeddingRequest, params(ModelHeader),
     responses((status = 200, body = EmbeddingResponse),
         (status = 400, body = ErrorEnvelope), (status = 401, body = ErrorEnvelope),
         (status = 403, body = ErrorEnvelope), (status = 404, body = ErrorEnvelope),
+        (status = 413, body = ErrorEnvelope), (status = 501, body = ErrorEnvelope),
         (status = 503, body = ErrorEnvelope)))]
 pub async fn create(
     State(state): State<AppState>,

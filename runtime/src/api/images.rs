@@ -19,7 +19,8 @@ use utoipa::ToSchema;
 
 use super::AppState;
 use super::image_inputs::{ImageInputs, Params, read_json, read_multipart};
-use super::inference::{admit, header_model, unserved};
+use super::inference::{ModelHeader, admit, header_model, unserved};
+use super::openapi_schemas::{ImageEditForm, ImageEditJson, ImageGenerationRequest};
 use super::usage::UsageSink;
 use crate::auth::Identity;
 use crate::config::ModelKind;
@@ -35,7 +36,7 @@ pub const MAX_PROMPT_CHARS: usize = 32_000;
 /// OpenAI's limit on `n`.
 pub const MAX_N: i128 = 10;
 
-const COMMON: [&str; 12] = [
+pub(super) const COMMON: [&str; 12] = [
     "model",
     "prompt",
     "n",
@@ -49,8 +50,8 @@ const COMMON: [&str; 12] = [
     "seed",
     "stream",
 ];
-const GENERATION_ONLY: [&str; 3] = ["style", "moderation", "partial_images"];
-const EDIT_ONLY: [&str; 2] = ["input_fidelity", "partial_images"];
+pub(super) const GENERATION_ONLY: [&str; 3] = ["style", "moderation", "partial_images"];
+pub(super) const EDIT_ONLY: [&str; 2] = ["input_fidelity", "partial_images"];
 
 /// How results are returned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -338,11 +339,13 @@ async fn respond(
 }
 
 #[utoipa::path(post, path = "/v1/images/generations", tag = "inference", security(("bearer" = [])),
+    request_body = ImageGenerationRequest, params(ModelHeader),
     responses(
         (status = 200, body = ImagesResponse),
         (status = 400, body = ErrorEnvelope), (status = 401, body = ErrorEnvelope),
         (status = 403, body = ErrorEnvelope), (status = 404, body = ErrorEnvelope),
-        (status = 501, body = ErrorEnvelope), (status = 503, body = ErrorEnvelope)))]
+        (status = 413, body = ErrorEnvelope), (status = 501, body = ErrorEnvelope),
+        (status = 503, body = ErrorEnvelope)))]
 /// Image generation. Extension: `seed` (integer) makes the images reproducible.
 pub async fn generations(
     State(state): State<AppState>,
@@ -394,6 +397,8 @@ pub async fn generations(
 }
 
 #[utoipa::path(post, path = "/v1/images/edits", tag = "inference", security(("bearer" = [])),
+    request_body(content((ImageEditForm = "multipart/form-data"), (ImageEditJson = "application/json"))),
+    params(ModelHeader),
     responses(
         (status = 200, body = ImagesResponse),
         (status = 400, body = ErrorEnvelope), (status = 401, body = ErrorEnvelope),

@@ -18,6 +18,19 @@ use crate::error::{HearthError, Result};
 /// The header that names the model ahead of the body (GPUStack's convention).
 pub const MODEL_HEADER: &str = "x-gpustack-model";
 
+/// The header as the document describes it on every model route.
+#[derive(Debug, utoipa::IntoParams)]
+#[into_params(names("X-GPUStack-Model"), parameter_in = Header)]
+#[allow(
+    dead_code,
+    reason = "describes the header for the OpenAPI document; read by header_model"
+)]
+pub struct ModelHeader(
+    /// The deployment (name or alias); wins over the body's `model`.
+    #[param(nullable = false)]
+    Option<String>,
+);
+
 pub(super) fn header_model(headers: &HeaderMap) -> Result<Option<String>> {
     match headers.get(MODEL_HEADER) {
         None => Ok(None),

@@ -20,7 +20,9 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'sta
 /// Creates a key. The full key is in this response only.
 #[utoipa::path(post, path = "/v1/keys", tag = "management", security(("bearer" = [])),
     request_body = CreateKeyRequest,
-    responses((status = 201, body = CreatedKey), (status = 400, body = ErrorEnvelope), (status = 403, body = ErrorEnvelope)))]
+    responses((status = 201, body = CreatedKey), (status = 400, body = ErrorEnvelope),
+        (status = 401, body = ErrorEnvelope), (status = 403, body = ErrorEnvelope),
+        (status = 413, body = ErrorEnvelope)))]
 pub async fn create(
     State(state): State<AppState>,
     JsonBody(request): JsonBody<CreateKeyRequest>,
@@ -34,7 +36,8 @@ pub async fn create(
 
 /// Lists keys, masked.
 #[utoipa::path(get, path = "/v1/keys", tag = "management", security(("bearer" = [])),
-    responses((status = 200, body = List<KeyInfo>), (status = 403, body = ErrorEnvelope)))]
+    responses((status = 200, body = List<KeyInfo>), (status = 401, body = ErrorEnvelope),
+        (status = 403, body = ErrorEnvelope)))]
 pub async fn list(State(state): State<AppState>) -> Result<Json<List<KeyInfo>>> {
     let store = state.store.clone();
     Ok(Json(
@@ -45,7 +48,8 @@ pub async fn list(State(state): State<AppState>) -> Result<Json<List<KeyInfo>>> 
 /// Revokes a key, effective for the next request.
 #[utoipa::path(delete, path = "/v1/keys/{id}", tag = "management", security(("bearer" = [])),
     params(("id" = String, Path, description = "the key's access id")),
-    responses((status = 200, body = RevokedKey), (status = 404, body = ErrorEnvelope)))]
+    responses((status = 200, body = RevokedKey), (status = 401, body = ErrorEnvelope),
+        (status = 403, body = ErrorEnvelope), (status = 404, body = ErrorEnvelope)))]
 pub async fn revoke(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -58,7 +62,8 @@ pub async fn revoke(
 
 /// Usage counters per key and per deployment.
 #[utoipa::path(get, path = "/v1/usage", tag = "management", security(("bearer" = [])),
-    responses((status = 200, body = List<UsageRow>), (status = 403, body = ErrorEnvelope)))]
+    responses((status = 200, body = List<UsageRow>), (status = 401, body = ErrorEnvelope),
+        (status = 403, body = ErrorEnvelope)))]
 pub async fn usage(State(state): State<AppState>) -> Result<Json<List<UsageRow>>> {
     let store = state.store.clone();
     Ok(Json(blocking(move || management::usage(&*store)).await?))

@@ -16,6 +16,7 @@ mod keys;
 mod middleware;
 mod models;
 pub mod openapi;
+mod openapi_schemas;
 pub mod plugin_hooks;
 mod proxy;
 mod sampling_params;

@@ -84,7 +84,8 @@ pub async fn list(
 /// One model by name or alias.
 #[utoipa::path(get, path = "/v1/models/{id}", tag = "models", security(("bearer" = [])),
     params(("id" = String, Path, description = "deployment name or alias")),
-    responses((status = 200, body = ModelObject), (status = 403, body = ErrorEnvelope), (status = 404, body = ErrorEnvelope)))]
+    responses((status = 200, body = ModelObject), (status = 401, body = ErrorEnvelope),
+        (status = 403, body = ErrorEnvelope), (status = 404, body = ErrorEnvelope)))]
 pub async fn retrieve(
     State(state): State<AppState>,
     Extension(identity): Extension<Identity>,

@@ -18,7 +18,7 @@ use super::usage::UsageSink;
 use crate::auth::Identity;
 use crate::deployments::Deployment;
 use crate::engine::Backend;
-use crate::error::{HearthError, Result};
+use crate::error::{ErrorEnvelope, HearthError, Result};
 use crate::proxy::{Outgoing, UpstreamPool};
 
 /// Where the model comes from, in order: the `X-GPUStack-Model` header, the JSON body's
@@ -146,9 +146,12 @@ pub async fn upstream_routes(
     params(("path" = String, Path, description = "the upstream path (may contain slashes)"),
         ("X-GPUStack-Model" = Option<String>, Header, description = "the deployment; else the body's `model`")),
     responses((status = 200, description = "the upstream's answer, streamed"),
-        (status = 400, body = crate::error::ErrorEnvelope), (status = 403, body = crate::error::ErrorEnvelope),
-        (status = 404, body = crate::error::ErrorEnvelope), (status = 502, body = crate::error::ErrorEnvelope),
-        (status = 504, body = crate::error::ErrorEnvelope)))]
+        (status = 400, body = ErrorEnvelope), (status = 401, body = ErrorEnvelope),
+        (status = 403, body = ErrorEnvelope), (status = 404, body = ErrorEnvelope),
+        (status = 413, body = ErrorEnvelope), (status = 501, body = ErrorEnvelope),
+        (status = 502, body = ErrorEnvelope), (status = 503, body = ErrorEnvelope),
+        (status = 504, body = ErrorEnvelope),
+        (status = "default", description = "any other status: the upstream's own answer, passed through")))]
 pub async fn generic_proxy(State(state): State<AppState>, request: Request) -> Response {
     match generic(&state, request).await {
         Ok(response) => response,

@@ -6,6 +6,9 @@ use std::collections::HashMap;
 use hearth_models::sampling::SamplingParams;
 use serde::Deserialize;
 use serde_json::Value;
+use utoipa::ToSchema;
+
+use super::openapi_schemas::{LogitBias, Stop};
 
 use crate::error::{HearthError, Result};
 
@@ -16,19 +19,31 @@ pub const MAX_CHOICES: usize = 8;
 /// OpenAI's limit on stop sequences.
 const MAX_STOPS: usize = 4;
 
-/// The fields both endpoints accept.
-#[derive(Debug, Default, Deserialize)]
+/// The fields both endpoints accept. The document's bounds are literals (utoipa takes no
+/// constants); a route test checks them against the constants here.
+#[derive(Debug, Default, Deserialize, ToSchema)]
 pub struct CommonParams {
+    /// Choices to make (each a full generation).
+    #[schema(minimum = 1, maximum = 8)]
     pub n: Option<i64>,
+    #[schema(value_type = Option<Stop>)]
     pub stop: Option<Value>,
+    /// Capped by the model's context left after the prompt.
+    #[schema(minimum = 1)]
     pub max_tokens: Option<i64>,
+    #[schema(minimum = 0, maximum = 2)]
     pub temperature: Option<f64>,
+    #[schema(exclusive_minimum = 0, maximum = 1)]
     pub top_p: Option<f64>,
-    /// Not OpenAI's, but vLLM's and llama.cpp's; accepted for them.
+    /// Not OpenAI's, but vLLM's and llama.cpp's; accepted for them. 0 or -1: off.
+    #[schema(minimum = -1)]
     pub top_k: Option<i64>,
     pub seed: Option<i64>,
+    #[schema(minimum = -2, maximum = 2)]
     pub presence_penalty: Option<f64>,
+    #[schema(minimum = -2, maximum = 2)]
     pub frequency_penalty: Option<f64>,
+    #[schema(value_type = Option<LogitBias>)]
     pub logit_bias: Option<HashMap<String, f64>>,
 }
 

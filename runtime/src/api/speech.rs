@@ -16,10 +16,12 @@ use base64::Engine as _;
 use hearth_models::vits::SynthesisOptions;
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc::UnboundedReceiver;
+use utoipa::ToSchema;
 
 use super::AppState;
 use super::extract::from_value;
-use super::inference::{resolve_json, unserved};
+use super::inference::{ModelHeader, resolve_json, unserved};
+use super::openapi_schemas::{SpeechFormat, Voice};
 use super::sse::channel_response;
 use super::usage::UsageSink;
 use crate::audio::{AudioFormat, Encoder, OUTPUT_RATE, resample_mono};
@@ -44,12 +46,18 @@ enum VoiceParam {
     Custom { id: String },
 }
 
-#[derive(Debug, Deserialize)]
+/// The request body; any other field is a 400.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct SpeechRequest {
+#[schema(example = json!({"model": "tts-1", "input": "Hello there.", "voice": "alloy", "response_format": "wav"}))]
+pub struct SpeechRequest {
+    /// Required; the `X-GPUStack-Model` header may name the model instead (it wins).
     #[allow(dead_code, reason = "resolved from the raw body before this parse")]
     model: String,
+    /// The text, 1 to 4096 characters, not blank.
+    #[schema(min_length = 1, max_length = 4096)]
     input: String,
+    #[schema(value_type = Voice)]
     voice: VoiceParam,
     /// Style prompts need an instruction-following voice; Piper voices have none, so it is
     /// accepted and ignored.
@@ -57,11 +65,27 @@ struct SpeechRequest {
     #[allow(dead_code, reason = "accepted and ignored, as documented")]
     instructions: Option<String>,
     #[serde(default)]
+    #[schema(value_type = SpeechFormat)]
     response_format: Option<String>,
     #[serde(default)]
+    #[schema(minimum = 0.25, maximum = 4.0)]
     speed: Option<f64>,
+    /// `audio` (default): the encoded audio, chunked; `sse`: `speech.audio.delta` events.
     #[serde(default)]
+    #[schema(value_type = Option<StreamFormat>)]
     stream_format: Option<String>,
+}
+
+/// How speech is streamed.
+#[derive(Debug, ToSchema)]
+#[allow(
+    dead_code,
+    reason = "describes `stream_format` for the OpenAPI document"
+)]
+#[schema(rename_all = "lowercase")]
+pub enum StreamFormat {
+    Audio,
+    Sse,
 }
 
 /// The speaker id `voice` names: a speaker of the voice (name or id), a configured alias,
@@ -126,10 +150,12 @@ fn format_of(value: Option<&str>) -> Result<AudioFormat> {
 }
 
 #[utoipa::path(post, path = "/v1/audio/speech", tag = "inference", security(("bearer" = [])),
+    request_body = SpeechRequest, params(ModelHeader),
     responses(
         (status = 200, description = "The audio, in the asked-for response_format, streamed as it is made"),
         (status = 400, body = ErrorEnvelope), (status = 401, body = ErrorEnvelope),
         (status = 403, body = ErrorEnvelope), (status = 404, body = ErrorEnvelope),
+        (status = 413, body = ErrorEnvelope), (status = 501, body = ErrorEnvelope),
         (status = 503, body = ErrorEnvelope)))]
 /// Text to speech.
 pub async fn speech(

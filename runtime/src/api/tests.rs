@@ -1,5 +1,7 @@
 //! Route tests: the real router driven with `oneshot`, no socket.
 
+mod found_by_schemathesis;
+
 use std::sync::Arc;
 
 use axum::body::Body;
@@ -39,8 +41,12 @@ struct Harness {
 }
 
 fn harness(require_auth: bool) -> Harness {
+    harness_with(CONFIG, require_auth)
+}
+
+fn harness_with(toml: &str, require_auth: bool) -> Harness {
     let dir = tempfile::tempdir().unwrap();
-    let mut config = Config::parse(CONFIG).unwrap();
+    let mut config = Config::parse(toml).unwrap();
     config.require_auth = Some(require_auth);
     config.data_dir = dir.path().to_path_buf();
     let store: Arc<dyn Store> = Arc::new(SledStore::open(dir.path()).unwrap());

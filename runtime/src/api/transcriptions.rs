@@ -11,7 +11,8 @@ use hearth_models::whisper::{Task, TranscribeOptions, Transcript, language_code}
 use serde::Serialize;
 
 use super::AppState;
-use super::inference::{admit, header_model, unserved};
+use super::inference::{ModelHeader, admit, header_model, unserved};
+use super::openapi_schemas::{TranscriptionForm, TranslationForm};
 use super::sse::channel_response;
 use super::transcript_formats::{Granularities, ResponseFormat, render};
 use super::usage::UsageSink;
@@ -219,11 +220,13 @@ fn parse(form: AudioForm, task: Task) -> Result<Parsed> {
 }
 
 #[utoipa::path(post, path = "/v1/audio/transcriptions", tag = "inference", security(("bearer" = [])),
+    request_body(content = TranscriptionForm, content_type = "multipart/form-data"), params(ModelHeader),
     responses(
         (status = 200, description = "The transcript, in the asked-for response_format"),
         (status = 400, body = ErrorEnvelope), (status = 401, body = ErrorEnvelope),
         (status = 403, body = ErrorEnvelope), (status = 404, body = ErrorEnvelope),
-        (status = 413, body = ErrorEnvelope), (status = 503, body = ErrorEnvelope)))]
+        (status = 413, body = ErrorEnvelope), (status = 501, body = ErrorEnvelope),
+        (status = 503, body = ErrorEnvelope)))]
 /// Speech to text (multipart).
 pub async fn transcriptions(
     State(state): State<AppState>,
@@ -234,11 +237,13 @@ pub async fn transcriptions(
 }
 
 #[utoipa::path(post, path = "/v1/audio/translations", tag = "inference", security(("bearer" = [])),
+    request_body(content = TranslationForm, content_type = "multipart/form-data"), params(ModelHeader),
     responses(
         (status = 200, description = "English text, in the asked-for response_format"),
         (status = 400, body = ErrorEnvelope), (status = 401, body = ErrorEnvelope),
         (status = 403, body = ErrorEnvelope), (status = 404, body = ErrorEnvelope),
-        (status = 413, body = ErrorEnvelope), (status = 503, body = ErrorEnvelope)))]
+        (status = 413, body = ErrorEnvelope), (status = 501, body = ErrorEnvelope),
+        (status = 503, body = ErrorEnvelope)))]
 /// Speech in any language to English text (multipart).
 pub async fn translations(
     State(state): State<AppState>,

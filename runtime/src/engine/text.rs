@@ -98,6 +98,11 @@ impl TextEngine {
         stops: Vec<String>,
         constraint: Option<Box<dyn TokenConstraint>>,
     ) -> Result<ChoiceStream> {
+        // The worker batches sequences: one with no tokens would fail the whole forward
+        // pass, every other request in the batch with it. The handlers name the parameter.
+        if prompt.is_empty() {
+            return Err(HearthError::invalid("the prompt has no tokens"));
+        }
         let (events, received) = unbounded_channel();
         self.queue.submit(GenerationRequest {
             prompt,
