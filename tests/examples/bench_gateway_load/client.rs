@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use tokio::sync::Barrier;
+use tokio::sync::{Barrier, Semaphore};
 
 use crate::upstream::{MAX_TOKENS, Rng, prompt_tokens, token_text};
 
@@ -75,7 +75,7 @@ struct Plan {
 impl Plan {
     fn new(target: &Target, seed: u64, tokens: u64, words: u64, leave_after: Option<u64>) -> Self {
         let user: Vec<String> = (0..words).map(|w| format!("w{w}")).collect();
-        let body = json!({
+        let mut body = json!({
             "model": target.model, "stream": true, "stream_options": {"include_usage": true},
             "max_tokens": tokens, "seed": seed,
             "messages": [
@@ -83,6 +83,11 @@ impl Plan {
                 {"role": "user", "content": user.join(" ")},
             ],
         });
+        if let Some(k) = leave_after {
+            // The upstream holds the stream after `k` tokens until Hearth lets go of it: a
+            // client behind on a busy machine cannot leave after the stream's end.
+            body["metadata"] = json!({"leave_after": k.to_string()});
+        }
         Self {
             seed,
             tokens,
@@ -247,9 +252,16 @@ async fn stream(target: &Target, plan: &Plan, tally: &mut Tally) -> Outcome {
     }
 }
 
-/// One client: request after request until `deadline` (the last one is read to its end);
-/// `leave_percent` of them are left after a few tokens.
-pub async fn run(target: Arc<Target>, index: u64, deadline: Instant, leave_percent: u64) -> Tally {
+/// One client: from `start`, request after request until `deadline` (the last one is read
+/// to its end); `leave_percent` of them are left after a few tokens.
+pub async fn run(
+    target: Arc<Target>,
+    index: u64,
+    start: Instant,
+    deadline: Instant,
+    leave_percent: u64,
+) -> Tally {
+    tokio::time::sleep_until(start.into()).await;
     let mut tally = Tally::default();
     let mut rng = Rng::new(index + 1);
     let mut serial = 0;
@@ -283,17 +295,20 @@ pub async fn run(target: Arc<Target>, index: u64, deadline: Instant, leave_perce
     tally
 }
 
-/// One stream of the disconnect storm: opened, read to its first token, held until every
-/// storm stream is there (`reached`), then dropped when `leave` opens. Both barriers are
-/// waited on whatever happens, so a failed stream cannot hang the others.
+/// One stream of the disconnect storm: opened (holding one of `opening`'s permits until its
+/// first token), held until every storm stream is there (`reached`), then dropped when
+/// `leave` opens. Both barriers are waited on whatever happens, so a failed stream cannot
+/// hang the others.
 pub async fn storm(
     target: Arc<Target>,
     seed: u64,
+    opening: Arc<Semaphore>,
     reached: Arc<Barrier>,
     leave: Arc<Barrier>,
 ) -> Result<(), String> {
     let plan = Plan::new(&target, seed, MAX_TOKENS, 8, None);
     let opened = async {
+        let _permit = opening.acquire().await.map_err(|e| e.to_string())?;
         let mut response = target
             .client
             .post(&target.url)
@@ -303,7 +318,9 @@ pub async fn storm(
             .await
             .map_err(|e| format!("storm send: {e}"))?;
         if !response.status().is_success() {
-            return Err(format!("storm status {}", response.status()));
+            let status = response.status();
+            let text = response.text().await.unwrap_or_default();
+            return Err(format!("storm status {status}: {text}"));
         }
         let mut check = Check {
             id: format!("chatcmpl-{seed:016x}"),

@@ -22,9 +22,9 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use client::{Tally, Target};
 use hearth_e2e::Server;
-use probes::{established_on, readyz_in_flight, rss_mib, usage_row, wait_released};
+use probes::{established_on, readyz_in_flight, rss_mib, threads, usage_row, wait_released};
 use serde_json::Value;
-use tokio::sync::Barrier;
+use tokio::sync::{Barrier, Semaphore};
 use upstream::Stats;
 
 /// The share of requests that leave after a few tokens.
@@ -37,6 +37,11 @@ const RELEASE_WITHIN: Duration = Duration::from_secs(5);
 /// the connection pool are warm by then, so more is a per-request leak, not warm-up.
 const RSS_GROWTH_LIMIT: f64 = 1.2;
 
+/// How many of the storm's streams are being opened at once: like the load's staggered
+/// starts, it keeps admission bursts (the auth plugin's concurrency bound) out of a check of
+/// disconnects.
+const STORM_OPENING: usize = 25;
+
 const DEPLOYMENT: &str = "load-chat";
 
 /// One sample of the run, each second.
@@ -44,6 +49,7 @@ const DEPLOYMENT: &str = "load-chat";
 struct Sample {
     at: Duration,
     rss: f64,
+    threads: u64,
     upstream_connections: usize,
 }
 
@@ -158,6 +164,7 @@ async fn drive(
                 let sample = Sample {
                     at: started.elapsed(),
                     rss: rss_mib(pid),
+                    threads: threads(pid),
                     upstream_connections: established_on(port),
                 };
                 samples.lock().expect("samples").push(sample);
@@ -166,9 +173,20 @@ async fn drive(
     };
 
     // The load: every client loops until the deadline, then reads its last stream to the end.
+    // Their starts are spread over the first second: the bench measures streams held, not
+    // one burst of simultaneous arrivals.
     let deadline = started + Duration::from_secs(seconds);
     let workers: Vec<_> = (0..clients)
-        .map(|i| tokio::spawn(client::run(target.clone(), i, deadline, LEAVE_PERCENT)))
+        .map(|i| {
+            let start = started + Duration::from_millis(i * 1000 / clients);
+            tokio::spawn(client::run(
+                target.clone(),
+                i,
+                start,
+                deadline,
+                LEAVE_PERCENT,
+            ))
+        })
         .collect();
     let mut tally = Tally::default();
     for w in workers {
@@ -179,10 +197,11 @@ async fn drive(
     sampler.abort();
     let samples = samples.lock().expect("samples").clone();
     let checkpoint = Duration::from_secs(10_u64.min(seconds / 3).max(1));
-    let rss_checkpoint = samples
-        .iter()
-        .find(|s| s.at >= checkpoint)
-        .map_or(rss_start, |s| s.rss);
+    let at_checkpoint = samples.iter().find(|s| s.at >= checkpoint);
+    let rss_checkpoint = at_checkpoint.map_or(rss_start, |s| s.rss);
+    let threads_checkpoint = at_checkpoint.map_or(0, |s| s.threads);
+    let threads_peak = samples.iter().map(|s| s.threads).max().unwrap_or(0);
+    let threads_end = threads(pid);
     let rss_peak = samples.iter().map(|s| s.rss).fold(rss_end, f64::max);
     let connections_peak = samples
         .iter()
@@ -197,6 +216,16 @@ async fn drive(
     let hearth_after_load = readyz_in_flight(&http, server).await?;
     let finished_load = stats.finished.load(Ordering::Acquire);
     let cut_load = stats.cut.load(Ordering::Acquire);
+    let mut release_us = stats.release_us.lock().expect("release_us").clone();
+    release_us.sort_unstable();
+    let holds_expired = stats.holds_expired.load(Ordering::Acquire);
+    check(
+        holds_expired == 0,
+        format!(
+            "{holds_expired} left streams were not let go of upstream within {} s",
+            upstream::HOLD.as_secs()
+        ),
+    );
     check(
         tally.failed == 0,
         format!("{} streams failed", tally.failed),
@@ -229,7 +258,9 @@ async fn drive(
         format!("Hearth counts {hearth_after_load} requests in flight 2 s after the load"),
     );
 
-    // The storm: `clients` streams opened, held at their first token, all left at once.
+    // The storm: `clients` streams opened (at most STORM_OPENING at a time), held at their
+    // first token, all left at once.
+    let opening = Arc::new(Semaphore::new(STORM_OPENING));
     let reached = Arc::new(Barrier::new(usize::try_from(clients)? + 1));
     let leave = Arc::new(Barrier::new(usize::try_from(clients)? + 1));
     let storm: Vec<_> = (0..clients)
@@ -238,6 +269,7 @@ async fn drive(
             tokio::spawn(client::storm(
                 target.clone(),
                 seed,
+                opening.clone(),
                 reached.clone(),
                 leave.clone(),
             ))
@@ -262,6 +294,7 @@ async fn drive(
     let cut_storm = stats.cut.load(Ordering::Acquire) - cut_load;
     let connections_after = established_on(port);
     let rss_after_storm = rss_mib(pid);
+    let threads_after_storm = threads(pid);
     check(
         storm_failed == 0,
         format!("{storm_failed} storm streams failed"),
@@ -342,6 +375,12 @@ async fn drive(
         ),
     );
 
+    // tokio lets a thread it added for a blocked worker go after 10 s idle: what is left
+    // then is what the server keeps.
+    tokio::time::sleep(Duration::from_secs(11)).await;
+    let rss_settled = rss_mib(pid);
+    let threads_settled = threads(pid);
+
     tally.ttfb_us.sort_unstable();
     let secs = elapsed.as_secs_f64();
     let mut table = String::new();
@@ -382,11 +421,30 @@ async fn drive(
     );
     row(
         &format!(
-            "Hearth RSS: start / {} s / end / peak / after the storm",
+            "Hearth RSS: start / {} s / end of the load / peak / after the storm / 11 s later",
             checkpoint.as_secs()
         ),
         format!(
-            "{rss_start:.1} / {rss_checkpoint:.1} / {rss_end:.1} / {rss_peak:.1} / {rss_after_storm:.1} MiB"
+            "{rss_start:.1} / {rss_checkpoint:.1} / {rss_end:.1} / {rss_peak:.1} / {rss_after_storm:.1} / {rss_settled:.1} MiB"
+        ),
+    );
+    row(
+        &format!(
+            "Hearth threads: {} s / peak (1 s samples) / end of the load / after the storm / 11 s later",
+            checkpoint.as_secs()
+        ),
+        format!(
+            "{threads_checkpoint} / {threads_peak} / {threads_end} / {threads_after_storm} / {threads_settled}"
+        ),
+    );
+    row(
+        "a client leaves → its upstream stream dropped: p50 / p99 / max",
+        format!(
+            "{:.2} / {:.2} / {:.2} ms ({} streams)",
+            percentile(&release_us, 0.5),
+            percentile(&release_us, 0.99),
+            percentile(&release_us, 1.0),
+            release_us.len()
         ),
     );
     row(

@@ -1,5 +1,6 @@
-//! What the load bench reads from outside the clients: Hearth's RSS, the TCP connections to
-//! the upstream, Hearth's in-flight count (`/readyz`) and its usage rows (`/v1/usage`).
+//! What the load bench reads from outside the clients: Hearth's RSS and threads, the TCP
+//! connections to the upstream, Hearth's in-flight count (`/readyz`) and its usage rows
+//! (`/v1/usage`).
 
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -11,15 +12,25 @@ use serde_json::Value;
 use crate::DEPLOYMENT;
 use crate::upstream::Stats;
 
+/// A number field of `/proc/<pid>/status` (`VmRSS:` in KiB, `Threads:`); 0 once it is gone.
+fn status_field(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
 /// Resident memory of `pid` in MiB.
 pub fn rss_mib(pid: u32) -> f64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let kib: f64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .unwrap_or(0.0);
-    kib / 1024.0
+    status_field(pid, "VmRSS:") as f64 / 1024.0
+}
+
+/// The threads of `pid`: tokio adds one for each worker parked in `block_in_place` (the
+/// plugin calls), so a burst of new requests shows here and in RSS.
+pub fn threads(pid: u32) -> u64 {
+    status_field(pid, "Threads:")
 }
 
 /// Established TCP connections whose local port is `port` (the upstream's side of Hearth's

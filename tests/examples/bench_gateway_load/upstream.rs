@@ -1,11 +1,13 @@
 //! The load bench's upstream: an OpenAI-compatible `/v1/chat/completions` on loopback that
 //! streams `chat.completion.chunk` events at a model's pace, ends with a usage chunk when
 //! `stream_options.include_usage` asks for one, and counts what it did: streams begun,
-//! finished and cut off by the other side, streams in flight, and the usage it sent.
+//! finished and cut off by the other side, streams in flight, and the usage it sent. A
+//! request whose `metadata.leave_after` says its client will leave after that many tokens is
+//! held there until the proxy lets go of it (timed), so no leave can come after the end.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use axum::Json;
 use axum::body::{Body, Bytes};
@@ -24,6 +26,10 @@ const PACE_MS_MAX: u64 = 20;
 /// for this many so they are certainly still streaming when their clients leave.
 pub const MAX_TOKENS: u64 = 1000;
 
+/// How long a stream whose client leaves waits for the proxy to let go before it goes on
+/// (and then finishes, which the bench reports as a disconnect that did not arrive).
+pub const HOLD: Duration = Duration::from_secs(5);
+
 /// What the upstream did, for the bench's checks.
 #[derive(Debug, Default)]
 pub struct Stats {
@@ -38,6 +44,10 @@ pub struct Stats {
     pub prompt_tokens: AtomicU64,
     pub completion_tokens: AtomicU64,
     pub usage_chunks: AtomicU64,
+    /// Held stream (its client leaving) → dropped by the proxy, in microseconds.
+    pub release_us: Mutex<Vec<u64>>,
+    /// Held streams the proxy did not let go of within [`HOLD`].
+    pub holds_expired: AtomicU64,
 }
 
 /// A small xorshift generator: the pace and the bench's choices are reproducible from a seed.
@@ -95,6 +105,7 @@ pub async fn start(stats: Arc<Stats>) -> anyhow::Result<u16> {
 struct Open {
     stats: Arc<Stats>,
     finished: bool,
+    held_since: Option<Instant>,
 }
 
 impl Open {
@@ -105,6 +116,7 @@ impl Open {
         Self {
             stats: stats.clone(),
             finished: false,
+            held_since: None,
         }
     }
 }
@@ -114,6 +126,10 @@ impl Drop for Open {
         // Cut first: whoever sees no stream in flight also sees every cut counted.
         if !self.finished {
             self.stats.cut.fetch_add(1, Ordering::AcqRel);
+        }
+        if let Some(since) = self.held_since {
+            let us = u64::try_from(since.elapsed().as_micros()).unwrap_or(u64::MAX);
+            self.stats.release_us.lock().expect("release_us").push(us);
         }
         self.stats.in_flight.fetch_sub(1, Ordering::AcqRel);
     }
@@ -128,6 +144,8 @@ struct Answer {
     n: u64,
     prompt: u64,
     include_usage: bool,
+    /// The client leaves after this many tokens: hold before the next one.
+    hold_after: Option<u64>,
     rng: Rng,
 }
 
@@ -151,6 +169,12 @@ impl Answer {
                 json!([{"index": 0, "delta": {"role": "assistant", "content": ""}, "logprobs": null, "finish_reason": null}]),
             ),
             i if i <= n => {
+                if self.hold_after == Some(i - 1) {
+                    self.open.held_since = Some(Instant::now());
+                    tokio::time::sleep(HOLD).await;
+                    self.open.held_since = None;
+                    self.open.stats.holds_expired.fetch_add(1, Ordering::Relaxed);
+                }
                 let pace = self.rng.between(PACE_MS_MIN, PACE_MS_MAX);
                 tokio::time::sleep(Duration::from_millis(pace)).await;
                 self.chunk(
@@ -211,6 +235,9 @@ async fn chat(State(stats): State<Arc<Stats>>, Json(request): Json<Value>) -> Re
         n,
         prompt: prompt_tokens(&request["messages"]),
         include_usage: request["stream_options"]["include_usage"] == true,
+        hold_after: request["metadata"]["leave_after"]
+            .as_str()
+            .and_then(|k| k.parse().ok()),
         rng: Rng::new(seed),
     };
     let body =
