@@ -7,7 +7,7 @@
 //!
 //! A bench, not part of `scripts/test` (it runs a minute): after `cargo build --workspace
 //! --all-targets`, `$CARGO_TARGET_DIR/debug/examples/bench_gateway_load [CLIENTS=200]
-//! [SECONDS=60]` (it runs `$HEARTH_BIN`, else the `hearth` built beside it).
+//! [SECONDS=60] [no-plugins]` (it runs `$HEARTH_BIN`, else the `hearth` built beside it).
 
 #![allow(clippy::print_stdout, reason = "a bench prints its table")]
 
@@ -71,6 +71,13 @@ fn main() -> Result<()> {
         .next()
         .map_or(Ok(60), |a| a.parse())
         .context("SECONDS")?;
+    // `no-plugins`: the built-in key check instead of the default plugins, to tell their cost
+    // (a `block_in_place` per call) from the proxy's.
+    let plugins = match args.next().as_deref() {
+        None => true,
+        Some("no-plugins") => false,
+        Some(other) => anyhow::bail!("unknown argument {other:?} (expected no-plugins)"),
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -78,7 +85,7 @@ fn main() -> Result<()> {
     let port = runtime.block_on(upstream::start(stats.clone()))?;
 
     let config = format!(
-        "[[deployments]]\nname = \"{DEPLOYMENT}\"\nkind = \"chat\"\n  [[deployments.targets]]\n  upstream = \"http://127.0.0.1:{port}\"\n"
+        "default_plugins = {plugins}\n[[deployments]]\nname = \"{DEPLOYMENT}\"\nkind = \"chat\"\n  [[deployments.targets]]\n  upstream = \"http://127.0.0.1:{port}\"\n"
     );
     let dir = tempfile::tempdir()?;
     let server = Server::start(dir.path(), &config, &[])?;
@@ -98,7 +105,7 @@ fn main() -> Result<()> {
     let report = runtime.block_on(drive(
         &server, pid, port, &stats, target, clients, seconds, &key_id,
     ))?;
-    println!("{}", report.table);
+    println!("default plugins: {plugins}\n\n{}", report.table);
     if report.failures.is_empty() {
         println!("all invariants hold");
         Ok(())
