@@ -11,12 +11,7 @@ use serde_json::json;
 use crate::config;
 
 fn metric(server: &Server, name: &str) -> f64 {
-    let text = Client::new()
-        .get(server.url("/metrics"))
-        .send()
-        .unwrap()
-        .text()
-        .unwrap();
+    let text = server.metrics();
     text.lines()
         .find(|l| l.starts_with(name))
         .and_then(|l| l.rsplit(' ').next())

@@ -134,12 +134,7 @@ fn concurrent_requests_share_batches() {
             .collect();
         handles.into_iter().for_each(|h| h.join().unwrap());
     });
-    let metrics = Client::new()
-        .get(server.url("/metrics"))
-        .send()
-        .unwrap()
-        .text()
-        .unwrap();
+    let metrics = server.metrics();
     let read = |name: &str| -> f64 {
         metrics
             .lines()

@@ -261,12 +261,7 @@ fn health_checks_mark_a_dead_target_down_in_readyz() {
         assert!(Instant::now() < deadline, "{ready}");
         std::thread::sleep(Duration::from_millis(50));
     }
-    let metrics = Client::new()
-        .get(server.url("/metrics"))
-        .send()
-        .unwrap()
-        .text()
-        .unwrap();
+    let metrics = server.metrics();
     assert!(
         metrics.contains("hearth_upstream_healthy"),
         "health is in /metrics"
@@ -366,12 +361,7 @@ fn usage_reported_by_the_upstream_is_recorded_and_the_bytes_are_untouched() {
     std::thread::sleep(Duration::from_millis(300));
     wait_for([(2, 22, 6), (4, 22, 6)]);
 
-    let metrics = Client::new()
-        .get(server.url("/metrics"))
-        .send()
-        .unwrap()
-        .text()
-        .unwrap();
+    let metrics = server.metrics();
     assert!(
         metrics.contains("hearth_usage_prompt_tokens_total{deployment=\"up-chat\"} 22"),
         "{metrics}"

@@ -146,6 +146,13 @@ impl Server {
         format!("http://{}{path}", self.addr)
     }
 
+    /// The Prometheus text of `/metrics`.
+    pub fn metrics(&self) -> String {
+        reqwest::blocking::get(self.url("/metrics"))
+            .and_then(reqwest::blocking::Response::text)
+            .expect("GET /metrics")
+    }
+
     /// What the server logged so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log_path).unwrap_or_default()
