@@ -326,8 +326,7 @@ impl Plugin {
         let wall_start = Instant::now();
         store.set_epoch_deadline(ticks(budget));
         store.epoch_deadline_callback(move |ctx| {
-            let in_host = ctx.data().host_time();
-            let wall = wall_start.elapsed().saturating_sub(in_host.wall);
+            let wall = wall_start.elapsed().saturating_sub(ctx.data().host_time());
             let used = match (cpu_start, thread_cpu_now()) {
                 (Some(start), Some(now)) => now.saturating_sub(start),
                 _ => wall,

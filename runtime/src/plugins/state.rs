@@ -60,18 +60,13 @@ pub struct PluginState {
     keys: Option<Arc<dyn KeyVerifier>>,
     request_id: String,
     log_lines: u32,
-    in_host: HostTime,
-}
-
-/// Wall-clock time a call spent inside host imports that may wait (key checks write the
-/// key's last use to sled; the key-value store takes a lock). It is the host's time, not the
-/// guest's: the epoch callback takes it off the wall-clock cap, so a sled write that waits on
-/// a busy disk does not fail a guest that did nothing wrong. Their CPU time (microseconds: a
-/// hash, a tree lookup) stays on the guest's budget: measuring it would cost two system
-/// calls per import.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct HostTime {
-    pub wall: Duration,
+    /// Wall-clock time this call spent inside host imports that may wait (key checks write
+    /// the key's last use to sled; the key-value store takes a lock). It is the host's time,
+    /// not the guest's: the epoch callback takes it off the wall-clock cap, so a sled write
+    /// that waits on a busy disk does not fail a guest that did nothing wrong. Their CPU time
+    /// (microseconds: a hash, a tree lookup) stays on the guest's budget: measuring it would
+    /// cost two system calls per import.
+    in_host: Duration,
 }
 
 /// CPU time of the calling thread, where the platform has it.
@@ -105,20 +100,20 @@ impl PluginState {
             keys,
             request_id,
             log_lines: 0,
-            in_host: HostTime::default(),
+            in_host: Duration::ZERO,
         }
     }
 
     /// The time this call has spent in host imports so far.
-    pub fn host_time(&self) -> HostTime {
+    pub fn host_time(&self) -> Duration {
         self.in_host
     }
 
-    /// Runs a host import's work, adding its time to [`HostTime`].
+    /// Runs a host import's work, adding its time to the call's time in host imports.
     fn timed_host<R>(&mut self, work: impl FnOnce(&Self) -> R) -> R {
         let started = Instant::now();
         let result = work(self);
-        self.in_host.wall += started.elapsed();
+        self.in_host += started.elapsed();
         result
     }
 }
