@@ -40,7 +40,13 @@ impl Modify for BearerAuth {
 }
 
 /// The document as served: utoipa's, with each literal schema in its component's place.
-pub fn document() -> Value {
+/// Built on first use; it never changes while the process runs.
+pub fn document() -> &'static Value {
+    static DOCUMENT: std::sync::OnceLock<Value> = std::sync::OnceLock::new();
+    DOCUMENT.get_or_init(build)
+}
+
+fn build() -> Value {
     let mut doc = serde_json::to_value(ApiDoc::openapi()).unwrap_or_else(|e| {
         tracing::error!(error = %e, "the OpenAPI document does not serialise");
         Value::Null
@@ -59,7 +65,7 @@ pub fn document() -> Value {
 /// This document.
 #[utoipa::path(get, path = "/openapi.json", tag = "health", responses((status = 200, description = "OpenAPI 3.1 JSON")))]
 pub async fn serve() -> Json<Value> {
-    Json(document())
+    Json(document().clone())
 }
 
 #[cfg(test)]
@@ -101,7 +107,7 @@ mod tests {
     fn every_reference_resolves_to_a_real_schema() {
         let doc = document();
         let mut found = Vec::new();
-        refs(&doc, &mut found);
+        refs(doc, &mut found);
         assert!(found.len() > 20, "{found:?}");
         for r in found {
             let target = doc
@@ -152,15 +158,15 @@ mod tests {
     #[test]
     fn bounds_match_the_handlers_constants() {
         let doc = document();
-        let common = &schema(&doc, "CommonParams")["properties"];
+        let common = &schema(doc, "CommonParams")["properties"];
         assert_eq!(common["n"]["maximum"], MAX_CHOICES);
-        let chat = serde_json::to_string(schema(&doc, "ChatRequest")).unwrap();
+        let chat = serde_json::to_string(schema(doc, "ChatRequest")).unwrap();
         assert!(chat.contains("\"messages\""), "{chat}");
         assert!(
             chat.contains("CommonParams"),
             "the shared fields are part of it: {chat}"
         );
-        let chat = schema(&doc, "ChatRequest");
+        let chat = schema(doc, "ChatRequest");
         let top = chat
             .pointer("/allOf/1/properties/top_logprobs")
             .or_else(|| chat.pointer("/properties/top_logprobs"))
@@ -177,7 +183,7 @@ mod tests {
             .map(|s| (*s).to_owned())
             .collect();
         assert_eq!(
-            names(&schema(&doc, "ImageGenerationRequest")["properties"]),
+            names(&schema(doc, "ImageGenerationRequest")["properties"]),
             generation
         );
         let edit: BTreeSet<String> = COMMON
@@ -185,13 +191,13 @@ mod tests {
             .chain(&EDIT_ONLY)
             .map(|s| (*s).to_owned())
             .collect();
-        let form = names(&schema(&doc, "ImageEditForm")["properties"]);
+        let form = names(&schema(doc, "ImageEditForm")["properties"]);
         let uploads = ["image", "image[]", "mask"].map(str::to_owned);
         assert_eq!(
             form,
             edit.iter().cloned().chain(uploads).collect::<BTreeSet<_>>()
         );
-        let json = names(&schema(&doc, "ImageEditJson")["properties"]);
+        let json = names(&schema(doc, "ImageEditJson")["properties"]);
         let uploads = ["image", "images", "mask"].map(str::to_owned);
         assert_eq!(
             json,
