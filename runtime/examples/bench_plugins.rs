@@ -136,6 +136,11 @@ fn main() -> Result<()> {
         })
         .collect();
     let auth = set.auth.clone().context("auth plugin")?;
+    // Calls are awaited on a current-thread runtime: the guest runs on this thread, as it
+    // runs on the worker of the request that makes it.
+    let local = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     let guard = set.preprocess[0].clone();
     let ratelimit = set.preprocess[1].clone();
     let route = set.route.clone().context("route plugin")?;
@@ -151,41 +156,42 @@ fn main() -> Result<()> {
     };
     row(
         "auth-keys (auth)",
-        timed(CALLS, || drop(auth.authenticate(&head))),
-        auth.time_warm_calls(&head, &facts, body, &candidates, CALLS)
+        timed(CALLS, || drop(local.block_on(auth.authenticate(&head)))),
+        local
+            .block_on(auth.time_warm_calls(&head, &facts, body, &candidates, CALLS))
             .map_err(|f| anyhow::anyhow!("{f}"))?,
     );
     row(
         "preprocess-guard (preprocess)",
         timed(CALLS, || {
-            drop(guard.preprocess(&head, &facts, None, body, 1 << 20))
+            drop(local.block_on(guard.preprocess(&head, &facts, None, body, 1 << 20)))
         }),
-        guard
-            .time_warm_calls(&head, &facts, body, &candidates, CALLS)
+        local
+            .block_on(guard.time_warm_calls(&head, &facts, body, &candidates, CALLS))
             .map_err(|f| anyhow::anyhow!("{f}"))?,
     );
     row(
         "ratelimit (preprocess)",
         timed(CALLS, || {
-            drop(ratelimit.preprocess(&head, &facts, None, body, 1 << 20))
+            drop(local.block_on(ratelimit.preprocess(&head, &facts, None, body, 1 << 20)))
         }),
-        ratelimit
-            .time_warm_calls(&head, &facts, body, &candidates, CALLS)
+        local
+            .block_on(ratelimit.time_warm_calls(&head, &facts, body, &candidates, CALLS))
             .map_err(|f| anyhow::anyhow!("{f}"))?,
     );
     row(
         "route-default (route)",
         timed(CALLS, || {
-            drop(route.route(&head, &facts, None, &candidates, 0))
+            drop(local.block_on(route.route(&head, &facts, None, &candidates, 0)))
         }),
-        route
-            .time_warm_calls(&head, &facts, body, &candidates, CALLS)
+        local
+            .block_on(route.time_warm_calls(&head, &facts, body, &candidates, CALLS))
             .map_err(|f| anyhow::anyhow!("{f}"))?,
     );
     let chain = timed(CALLS, || {
-        drop(auth.authenticate(&head));
-        drop(guard.preprocess(&head, &facts, None, body, 1 << 20));
-        drop(route.route(&head, &facts, None, &candidates, 0));
+        drop(local.block_on(auth.authenticate(&head)));
+        drop(local.block_on(guard.preprocess(&head, &facts, None, body, 1 << 20)));
+        drop(local.block_on(route.route(&head, &facts, None, &candidates, 0)));
     });
     let (c50, c99) = percentiles(chain);
     println!(
@@ -194,7 +200,7 @@ fn main() -> Result<()> {
 
     // A whole request through the router (`oneshot`, no socket): `GET /v1/models` with a real
     // key, with and without the plugins in its path.
-    // The server's runtime flavour: plugin calls there run under `block_in_place`.
+    // The server's runtime flavour: plugin calls there run on the request's worker thread.
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use axum::http::{HeaderMap, Method, Uri, header};
+use futures_util::future::BoxFuture;
 use subtle::ConstantTimeEq;
 
 use crate::deployments::{Deployment, Registry};
@@ -94,9 +95,10 @@ impl Identity {
     }
 }
 
-/// Decides who is calling from the request head.
+/// Decides who is calling from the request head. A future, because an auth plugin's call is
+/// awaited on the request's task.
 pub trait Authenticator: Send + Sync + std::fmt::Debug + 'static {
-    fn authenticate(&self, head: RequestHead<'_>) -> Result<Identity>;
+    fn authenticate<'a>(&'a self, head: RequestHead<'a>) -> BoxFuture<'a, Result<Identity>>;
 }
 
 /// The credential a client sent: `Authorization: Bearer <key>` or `X-API-Key: <key>`.
@@ -217,7 +219,14 @@ pub enum KeyProblem {
 }
 
 impl Authenticator for KeyAuthenticator {
-    fn authenticate(&self, head: RequestHead<'_>) -> Result<Identity> {
+    fn authenticate<'a>(&'a self, head: RequestHead<'a>) -> BoxFuture<'a, Result<Identity>> {
+        Box::pin(std::future::ready(self.identify(head)))
+    }
+}
+
+impl KeyAuthenticator {
+    /// Who is calling, by the built-in rules: the local admin token, open mode, else a key.
+    pub fn identify(&self, head: RequestHead<'_>) -> Result<Identity> {
         let presented = credential(head.headers);
         if let Some(admin) = self.local_admin(presented) {
             return Ok(admin);

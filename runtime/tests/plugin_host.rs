@@ -4,6 +4,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use hearth::config::{Config, OnError, PluginConfig, PluginHook};
@@ -89,9 +90,19 @@ fn facts() -> Facts {
     }
 }
 
+/// Waits for a plugin call on this thread: a current-thread runtime, so the guest runs here
+/// (and yields here) and this thread's CPU time is the call's.
+fn run<F: std::future::Future>(call: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime")
+        .block_on(call)
+}
+
 fn preprocess(host: &PluginHost, mode: &str) -> Result<PreprocessDecision, Failure> {
     let set = host.current();
-    set.preprocess[0].preprocess(&head(mode), &facts(), None, b"{}", 1 << 20)
+    run(set.preprocess[0].preprocess(&head(mode), &facts(), None, b"{}", 1 << 20))
 }
 
 fn denial_message(decision: Result<PreprocessDecision, Failure>) -> String {
@@ -126,8 +137,8 @@ fn an_infinite_loop_is_stopped_at_its_deadline() {
     let mut entry = plugin(PluginHook::Preprocess, "test/test_preprocess.wasm");
     entry.timeout_ms = Some(20);
     let host = host(dir.path(), vec![entry]);
-    // The call runs on this thread (no async runtime here), so this thread's CPU time is the
-    // guest's: a measure that other processes on a busy machine do not stretch, as they do
+    // The call runs on this thread (see `run`), so this thread's CPU time is the guest's: a
+    // measure that other processes on a busy machine do not stretch, as they do
     // wall time (a CI run beside two builds saw every wall-clock overrun at 42 ms).
     let cpu_now = || cpu_time::ThreadTime::now().as_duration();
     let mut overruns = Vec::new();
@@ -158,6 +169,40 @@ fn an_infinite_loop_is_stopped_at_its_deadline() {
         overruns[3] <= Duration::from_millis(60),
         "CPU overruns {overruns:?}"
     );
+}
+
+#[test]
+fn a_long_call_yields_to_the_other_tasks_on_its_thread() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let mut entry = plugin(PluginHook::Preprocess, "test/test_preprocess.wasm");
+    entry.timeout_ms = Some(100);
+    let host = host(dir.path(), vec![entry]);
+    let set = host.current();
+    let plugin = set.preprocess[0].clone();
+    // One thread: the looping guest and a task that counts how often it gets to run. A call
+    // that held its thread until the deadline would let the counter run 0 times.
+    let (result, ran) = run(async move {
+        let count = Arc::new(AtomicU32::new(0));
+        let counter = count.clone();
+        let ticker = tokio::spawn(async move {
+            loop {
+                counter.fetch_add(1, Ordering::Relaxed);
+                tokio::task::yield_now().await;
+            }
+        });
+        tokio::task::yield_now().await;
+        let before = count.load(Ordering::Relaxed);
+        let result = plugin
+            .preprocess(&head("loop"), &facts(), None, b"{}", 1 << 20)
+            .await;
+        let ran = count.load(Ordering::Relaxed) - before;
+        ticker.abort();
+        (result, ran)
+    });
+    assert_eq!(result.unwrap_err(), Failure::Timeout);
+    // A 100 ms loop yields every 2 ms slice: about 50 times.
+    assert!(ran >= 10, "the other task ran {ran} times during the call");
 }
 
 #[test]
@@ -237,7 +282,7 @@ fn invalid_outputs_are_failures() {
     let set = host.current();
     let auth = set.auth.as_ref().unwrap();
     assert!(matches!(
-        auth.authenticate(&head("bad-status")),
+        run(auth.authenticate(&head("bad-status"))),
         Err(Failure::InvalidOutput(_))
     ));
     assert!(matches!(
@@ -258,10 +303,10 @@ fn invalid_outputs_are_failures() {
         .collect();
     let route = set.route.as_ref().unwrap();
     assert!(matches!(
-        route.route(&head("forged"), &facts(), None, &candidates, 0),
+        run(route.route(&head("forged"), &facts(), None, &candidates, 0)),
         Err(Failure::InvalidOutput(_))
     ));
-    match route.route(&head(""), &facts(), None, &candidates, 0) {
+    match run(route.route(&head(""), &facts(), None, &candidates, 0)) {
         Ok(RouteDecision::Pick(p)) => assert_eq!(p.target, "b"),
         other => panic!("{other:?}"),
     }
@@ -309,7 +354,7 @@ fn time_spent_in_host_imports_is_not_the_guests() {
         .headers
         .push(("authorization".into(), "Bearer hth_slow_secret".into()));
     let started = Instant::now();
-    let decision = auth.authenticate(&request);
+    let decision = run(auth.authenticate(&request));
     assert!(started.elapsed() >= slow);
     match decision {
         Ok(AuthDecision::Allow(id)) => assert_eq!(id.key_id, "k"),
@@ -329,18 +374,18 @@ fn a_plugin_that_keeps_failing_is_tripped() {
     let auth = set.auth.as_ref().unwrap();
     for _ in 0..5 {
         assert!(matches!(
-            auth.authenticate(&head("trap")),
+            run(auth.authenticate(&head("trap"))),
             Err(Failure::Trap(..))
         ));
     }
     // Tripped: even a good request fails (closed) until the back-off passes.
     assert!(matches!(
-        auth.authenticate(&head("")),
+        run(auth.authenticate(&head(""))),
         Err(Failure::Tripped)
     ));
     std::thread::sleep(Duration::from_millis(1100));
     assert!(matches!(
-        auth.authenticate(&head("")),
+        run(auth.authenticate(&head(""))),
         Ok(AuthDecision::Allow(_))
     ));
 }
@@ -368,12 +413,8 @@ fn the_default_route_plugin_prefers_the_least_loaded_healthy_target() {
         candidate("idle", true, 1),
     ];
     let set = host.current();
-    match set
-        .route
-        .as_ref()
-        .unwrap()
-        .route(&head(""), &facts(), None, &candidates, 0)
-    {
+    let route = set.route.as_ref().unwrap();
+    match run(route.route(&head(""), &facts(), None, &candidates, 0)) {
         Ok(RouteDecision::Pick(p)) => {
             assert_eq!(p.target, "idle");
             assert_eq!(p.fallbacks, vec!["busy".to_owned(), "down".to_owned()]);
@@ -410,7 +451,8 @@ fn the_folder_is_watched_and_a_broken_version_keeps_the_old_one() {
     drop_in(&folder, "two");
     assert_eq!(host.rescan(), 1);
     assert!(denial_message(preprocess(&host, "version")).contains("two"));
-    let old = before.preprocess[0].preprocess(&head("version"), &facts(), None, b"{}", 1 << 20);
+    let old =
+        run(before.preprocess[0].preprocess(&head("version"), &facts(), None, b"{}", 1 << 20));
     assert!(denial_message(old).contains("one"));
 
     // A version whose admission refuses, then one that is not a component: both rejected.

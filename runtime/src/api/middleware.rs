@@ -8,6 +8,7 @@ use axum::extract::{MatchedPath, Request, State};
 use axum::http::{StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use futures_util::future::BoxFuture;
 
 use super::AppState;
 use crate::auth::{Identity, Principal, RequestHead};
@@ -29,7 +30,9 @@ pub fn request_span(request: &Request<Body>) -> tracing::Span {
     tracing::info_span!("request", method = %request.method(), route, request_id)
 }
 
-fn authenticate(state: &AppState, request: &Request) -> Result<Identity> {
+/// Not an `async fn`: the future must borrow the request's parts, not the request. A body is
+/// not `Sync`, so a future holding `&Request` across the plugin's await would not be `Send`.
+fn authenticate<'a>(state: &'a AppState, request: &'a Request) -> BoxFuture<'a, Result<Identity>> {
     state.auth.authenticate(RequestHead {
         method: request.method(),
         uri: request.uri(),
@@ -38,7 +41,7 @@ fn authenticate(state: &AppState, request: &Request) -> Result<Identity> {
 }
 
 async fn require(state: AppState, scope: Scope, mut request: Request, next: Next) -> Response {
-    let identity = match authenticate(&state, &request) {
+    let identity = match authenticate(&state, &request).await {
         Ok(identity) => identity,
         Err(e) => return e.into_response(),
     };

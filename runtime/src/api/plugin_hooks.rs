@@ -10,6 +10,7 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use futures_util::future::BoxFuture;
 
 use super::AppState;
 use crate::auth::{
@@ -113,19 +114,22 @@ pub struct PluginAuthenticator {
 }
 
 impl Authenticator for PluginAuthenticator {
-    fn authenticate(&self, head: RequestHead<'_>) -> Result<Identity> {
-        if let Some(admin) = self.keys.local_admin(credential(head.headers)) {
-            return Ok(admin);
-        }
-        let set = self.host.current();
-        let Some(plugin) = &set.auth else {
-            return self.keys.authenticate(head);
-        };
-        match plugin.authenticate(&plugin_head(head.method, head.uri, head.headers)) {
-            Ok(types::AuthDecision::Allow(id)) => Ok(identity_from(id)),
-            Ok(types::AuthDecision::Deny(d)) => Err(denied(d)),
-            Err(failure) => Err(unavailable(&plugin.name, &failure)),
-        }
+    fn authenticate<'a>(&'a self, head: RequestHead<'a>) -> BoxFuture<'a, Result<Identity>> {
+        Box::pin(async move {
+            if let Some(admin) = self.keys.local_admin(credential(head.headers)) {
+                return Ok(admin);
+            }
+            let set = self.host.current();
+            let Some(plugin) = &set.auth else {
+                return self.keys.identify(head);
+            };
+            let plugin_head = plugin_head(head.method, head.uri, head.headers);
+            match plugin.authenticate(&plugin_head).await {
+                Ok(types::AuthDecision::Allow(id)) => Ok(identity_from(id)),
+                Ok(types::AuthDecision::Deny(d)) => Err(denied(d)),
+                Err(failure) => Err(unavailable(&plugin.name, &failure)),
+            }
+        })
     }
 }
 
@@ -225,10 +229,9 @@ pub async fn preprocess(State(state): State<AppState>, request: Request, next: N
     for plugin in &set.preprocess {
         let head = plugin_head(&parts.method, &parts.uri, &parts.headers);
         let facts = facts(&head.path, &parts.headers, &body);
-        // Plugins are CPU-bound and short (their budget bounds them); calling inline keeps
-        // the per-call cost at tens of microseconds.
-        let decision =
-            plugin.preprocess(&head, &facts, identity.as_ref(), &body, host.max_body_bytes);
+        let decision = plugin
+            .preprocess(&head, &facts, identity.as_ref(), &body, host.max_body_bytes)
+            .await;
         match decision {
             Ok(types::PreprocessDecision::Unchanged) => {}
             Ok(types::PreprocessDecision::Rewrite(rewrite)) => {

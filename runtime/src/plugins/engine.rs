@@ -1,6 +1,6 @@
 //! The wasmtime engine every plugin runs on: Cranelift, the component model, the pooling
-//! allocator, epoch interruption driven by a 1 ms ticker thread, and one linker holding every
-//! host import. Compiled components are cached on disk by content hash and engine
+//! allocator (instances and the fibers that async calls run on), epoch interruption driven by
+//! a 1 ms ticker thread, and one linker holding every host import. Compiled components are cached on disk by content hash and engine
 //! compatibility, so a restart or a re-dropped plugin skips Cranelift.
 
 use std::collections::HashMap;
@@ -75,7 +75,9 @@ impl PluginEngine {
             .total_tables(POOL_INSTANCES * 4)
             .max_memory_size(MAX_MEMORY_BYTES)
             .linear_memory_keep_resident(KEEP_RESIDENT_BYTES)
-            .table_keep_resident(KEEP_RESIDENT_TABLE_BYTES);
+            .table_keep_resident(KEEP_RESIDENT_TABLE_BYTES)
+            // Every call runs on a fiber stack from the pool: one per live instance.
+            .total_stacks(POOL_INSTANCES);
         let mut config = Config::new();
         config
             // Reserve only the largest cap per memory (not wasmtime's 4 GiB default) so the
@@ -88,7 +90,9 @@ impl PluginEngine {
             .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
         let engine = Engine::new(&config).map_err(engine_error)?;
         let mut linker = Linker::new(&engine);
-        wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(engine_error)?;
+        // WASI's async host side: a guest's stderr write (a Rust panic message) is awaited on
+        // the calling task instead of blocking a tokio worker in `block_on`.
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(engine_error)?;
         // The auth world imports `host` and `keys`: linking it covers every world's imports.
         AuthPlugin::add_to_linker::<PluginState, HasSelf<PluginState>>(&mut linker, |s| s)
             .map_err(engine_error)?;

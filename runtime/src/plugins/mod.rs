@@ -7,6 +7,7 @@
 pub mod authoring;
 mod bindings;
 mod breaker;
+mod budget;
 mod defaults;
 mod engine;
 mod host;

@@ -1,7 +1,9 @@
 //! One loaded plugin version: its pre-instantiated component, limits, failure policy and
 //! breaker, and the three hook calls. Every call gets a fresh store (nothing a guest keeps in
 //! memory survives it), a memory cap, an epoch deadline and a slot under the plugin's
-//! concurrency bound; every outcome is counted.
+//! concurrency bound; every outcome is counted. Calls are async: the guest runs on a fiber
+//! inside the calling task, on whichever tokio worker polls it, with no hand-off to another
+//! thread, and a long call yields every slice ([`super::budget`]).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -18,8 +20,9 @@ use super::bindings::types::{
     AuthDecision, Candidate, Facts, Identity, PreprocessDecision, RequestHead, RouteDecision,
 };
 use super::breaker::Breaker;
-use super::engine::{EPOCH_TICK, MAX_MEMORY_BYTES, PluginEngine};
-use super::state::{KeyVerifier, PluginShared, PluginState, thread_cpu_now};
+use super::budget;
+use super::engine::{MAX_MEMORY_BYTES, PluginEngine};
+use super::state::{KeyVerifier, PluginShared, PluginState};
 use super::{invalid_component, validate};
 use crate::config::{OnError, PluginHook};
 use crate::error::HearthError;
@@ -31,13 +34,6 @@ pub struct Limits {
     /// CPU time a call may use.
     pub timeout: Duration,
     pub max_concurrency: u32,
-}
-
-/// Epoch ticks covering `d` (at least one).
-fn ticks(d: Duration) -> u64 {
-    u64::try_from(d.as_micros().div_ceil(EPOCH_TICK.as_micros()))
-        .unwrap_or(u64::MAX)
-        .max(1)
 }
 
 impl Limits {
@@ -150,21 +146,54 @@ fn classify(error: &wasmtime::Error) -> Failure {
     }
 }
 
-/// Runs `call` where wasmtime-wasi's synchronous WASI may block on tokio: guests built with
-/// Rust's std write panics to stderr through `wasi:io`, whose sync host calls `block_on` a
-/// tokio future — which panics on an async worker thread. On a multi-thread runtime the
-/// call runs under `block_in_place`; on a current-thread runtime (tests) on a scoped thread;
-/// off any runtime, directly.
-fn outside_async<R: Send>(call: impl FnOnce() -> R + Send) -> R {
+/// Waits for `call` from synchronous code (a plugin's admission call, made while it loads),
+/// wherever that code runs: `Handle::block_on` may not be called on an async worker thread,
+/// so on a multi-thread runtime it runs under `block_in_place`, on a current-thread runtime
+/// (tests) on a scoped thread, and off any runtime on wasmtime-wasi's own.
+fn block_on<F: Future + Send>(call: F) -> F::Output
+where
+    F::Output: Send,
+{
     use tokio::runtime::{Handle, RuntimeFlavor};
+    let wait = || wasmtime_wasi::runtime::in_tokio(call);
     match Handle::try_current().map(|h| h.runtime_flavor()) {
-        Ok(RuntimeFlavor::MultiThread) => tokio::task::block_in_place(call),
-        Ok(_) => std::thread::scope(|scope| match scope.spawn(call).join() {
+        Ok(RuntimeFlavor::MultiThread) => tokio::task::block_in_place(wait),
+        Ok(_) => std::thread::scope(|scope| match scope.spawn(wait).join() {
             Ok(value) => value,
             Err(panic) => std::panic::resume_unwind(panic),
         }),
-        Err(_) => call(),
+        Err(_) => wait(),
     }
+}
+
+/// One hook call's arguments.
+enum Call<'a> {
+    Auth(&'a RequestHead),
+    Preprocess {
+        head: &'a RequestHead,
+        facts: &'a Facts,
+        identity: Option<&'a Identity>,
+        body: &'a [u8],
+    },
+    Route {
+        head: &'a RequestHead,
+        facts: &'a Facts,
+        identity: Option<&'a Identity>,
+        candidates: &'a [Candidate],
+        attempt: u32,
+    },
+}
+
+/// What a hook call returned.
+enum Answer {
+    Auth(AuthDecision),
+    Preprocess(PreprocessDecision),
+    Route(RouteDecision),
+}
+
+/// The answer a hook's check was not written for: a host bug, failed closed.
+fn wrong_hook() -> Failure {
+    Failure::InvalidOutput("the host called the wrong hook".into())
 }
 
 enum Pre {
@@ -315,43 +344,88 @@ impl Plugin {
         );
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limits);
-        // The budget is CPU time on this thread, checked at every epoch deadline: a guest that
-        // the scheduler preempts (a busy machine running a model) is not punished for time it
-        // did not run, while a loop burns its budget and is stopped within a tick of it. A
-        // wall-clock cap bounds the call however busy the machine is. Time spent waiting in
-        // host imports is the host's and is taken off the cap.
-        let budget = self.limits.timeout;
-        let cap = self.limits.wall_cap();
-        let cpu_start = thread_cpu_now();
-        let wall_start = Instant::now();
-        store.set_epoch_deadline(ticks(budget));
-        store.epoch_deadline_callback(move |ctx| {
-            let wall = wall_start.elapsed().saturating_sub(ctx.data().host_time());
-            let used = match (cpu_start, thread_cpu_now()) {
-                (Some(start), Some(now)) => now.saturating_sub(start),
-                _ => wall,
-            };
-            if used >= budget || wall >= cap {
-                Ok(wasmtime::UpdateDeadline::Interrupt)
-            } else {
-                Ok(wasmtime::UpdateDeadline::Continue(ticks(budget - used)))
-            }
-        });
+        budget::arm(&mut store, self.limits.timeout, self.limits.wall_cap());
         store
     }
 
+    /// Instantiates the component in `store` and makes `call` on it.
+    async fn invoke(
+        &self,
+        store: &mut Store<PluginState>,
+        call: Call<'_>,
+    ) -> wasmtime::Result<Answer> {
+        match (&self.pre, call) {
+            (Pre::Auth(pre), Call::Auth(head)) => {
+                let instance = pre.instantiate_async(&mut *store).await?;
+                instance
+                    .call_authenticate(&mut *store, head)
+                    .await
+                    .map(Answer::Auth)
+            }
+            (
+                Pre::Preprocess(pre),
+                Call::Preprocess {
+                    head,
+                    facts,
+                    identity,
+                    body,
+                },
+            ) => {
+                let instance = pre.instantiate_async(&mut *store).await?;
+                instance
+                    .call_preprocess(&mut *store, head, facts, identity, body)
+                    .await
+                    .map(Answer::Preprocess)
+            }
+            (
+                Pre::Route(pre),
+                Call::Route {
+                    head,
+                    facts,
+                    identity,
+                    candidates,
+                    attempt,
+                },
+            ) => {
+                let instance = pre.instantiate_async(&mut *store).await?;
+                instance
+                    .call_route(&mut *store, head, facts, identity, candidates, attempt)
+                    .await
+                    .map(Answer::Route)
+            }
+            _ => Err(wasmtime::format_err!(
+                "a {} plugin was called for another hook",
+                self.hook.as_str()
+            )),
+        }
+    }
+
     fn admit(&self) -> Result<(), HearthError> {
-        let mut store = self.store("admission");
-        let result = outside_async(|| match &self.pre {
-            Pre::Auth(pre) => pre
-                .instantiate(&mut store)
-                .and_then(|i| i.hearth_plugin_admission().call_admit(&mut store)),
-            Pre::Preprocess(pre) => pre
-                .instantiate(&mut store)
-                .and_then(|i| i.hearth_plugin_admission().call_admit(&mut store)),
-            Pre::Route(pre) => pre
-                .instantiate(&mut store)
-                .and_then(|i| i.hearth_plugin_admission().call_admit(&mut store)),
+        let result = block_on(async {
+            let mut store = self.store("admission");
+            match &self.pre {
+                Pre::Auth(pre) => {
+                    let instance = pre.instantiate_async(&mut store).await?;
+                    instance
+                        .hearth_plugin_admission()
+                        .call_admit(&mut store)
+                        .await
+                }
+                Pre::Preprocess(pre) => {
+                    let instance = pre.instantiate_async(&mut store).await?;
+                    instance
+                        .hearth_plugin_admission()
+                        .call_admit(&mut store)
+                        .await
+                }
+                Pre::Route(pre) => {
+                    let instance = pre.instantiate_async(&mut store).await?;
+                    instance
+                        .hearth_plugin_admission()
+                        .call_admit(&mut store)
+                        .await
+                }
+            }
         });
         match result {
             Ok(Ok(())) => Ok(()),
@@ -363,12 +437,13 @@ impl Plugin {
         }
     }
 
-    /// Runs one call with the concurrency bound, the breaker, timing and metrics around it.
-    fn call<R: Send>(
+    /// Runs one call with the concurrency bound, the breaker, timing and metrics around it;
+    /// `check` validates the answer and names the outcome.
+    async fn call<R>(
         &self,
         request_id: &str,
-        run: impl FnOnce(&Pre, &mut Store<PluginState>) -> wasmtime::Result<R> + Send,
-        check: impl FnOnce(R) -> Result<(R, &'static str), Failure>,
+        call: Call<'_>,
+        check: impl FnOnce(Answer) -> Result<(R, &'static str), Failure>,
     ) -> Result<R, Failure> {
         let hook = self.hook.as_str();
         let outcome = |o: &'static str| {
@@ -385,14 +460,11 @@ impl Plugin {
             return Err(Failure::Busy);
         }
         let _slot = Slot(&self.in_flight);
-        // The store (and its epoch deadline) is made on the thread that runs the call, after
-        // any hand-off, so the budget measures the call and not the wait for a thread.
-        let (result, elapsed) = outside_async(|| {
-            let mut store = self.store(request_id);
-            let started = Instant::now();
-            let result = run(&self.pre, &mut store);
-            (result, started.elapsed())
-        });
+        let mut store = self.store(request_id);
+        let started = Instant::now();
+        let result = self.invoke(&mut store, call).await;
+        let elapsed = started.elapsed();
+        drop(store);
         metrics::histogram!("hearth_plugin_call_duration_seconds", "plugin" => self.name.clone(), "hook" => hook)
             .record(elapsed.as_secs_f64());
         let result = match result {
@@ -419,26 +491,23 @@ impl Plugin {
     }
 
     /// The auth hook.
-    pub fn authenticate(&self, head: &RequestHead) -> Result<AuthDecision, Failure> {
-        self.call(
-            &head.request_id,
-            |pre, store| match pre {
-                Pre::Auth(pre) => pre
-                    .instantiate(&mut *store)?
-                    .call_authenticate(&mut *store, head),
-                _ => unreachable!("an auth call on a non-auth plugin"),
-            },
-            |decision| match &decision {
+    pub async fn authenticate(&self, head: &RequestHead) -> Result<AuthDecision, Failure> {
+        self.call(&head.request_id, Call::Auth(head), |answer| {
+            let Answer::Auth(decision) = answer else {
+                return Err(wrong_hook());
+            };
+            match &decision {
                 AuthDecision::Allow(_) => Ok((decision, "allow")),
                 AuthDecision::Deny(d) => validate::denial(d)
                     .map(|_| (decision, "deny"))
                     .map_err(Failure::InvalidOutput),
-            },
-        )
+            }
+        })
+        .await
     }
 
     /// The preprocess hook.
-    pub fn preprocess(
+    pub async fn preprocess(
         &self,
         head: &RequestHead,
         facts: &Facts,
@@ -446,35 +515,32 @@ impl Plugin {
         body: &[u8],
         max_body_bytes: usize,
     ) -> Result<PreprocessDecision, Failure> {
-        self.call(
-            &head.request_id,
-            |pre, store| match pre {
-                Pre::Preprocess(pre) => pre.instantiate(&mut *store)?.call_preprocess(
-                    &mut *store,
-                    head,
-                    facts,
-                    identity,
-                    body,
-                ),
-                _ => unreachable!("a preprocess call on a non-preprocess plugin"),
-            },
-            |decision| {
-                let checked = match &decision {
-                    PreprocessDecision::Unchanged => Ok("unchanged"),
-                    PreprocessDecision::Rewrite(r) => {
-                        validate::rewrite(r, max_body_bytes).map(|()| "rewrite")
-                    }
-                    PreprocessDecision::Deny(d) => validate::denial(d).map(|_| "deny"),
-                };
-                checked
-                    .map(|label| (decision, label))
-                    .map_err(Failure::InvalidOutput)
-            },
-        )
+        let call = Call::Preprocess {
+            head,
+            facts,
+            identity,
+            body,
+        };
+        self.call(&head.request_id, call, |answer| {
+            let Answer::Preprocess(decision) = answer else {
+                return Err(wrong_hook());
+            };
+            let checked = match &decision {
+                PreprocessDecision::Unchanged => Ok("unchanged"),
+                PreprocessDecision::Rewrite(r) => {
+                    validate::rewrite(r, max_body_bytes).map(|()| "rewrite")
+                }
+                PreprocessDecision::Deny(d) => validate::denial(d).map(|_| "deny"),
+            };
+            checked
+                .map(|label| (decision, label))
+                .map_err(Failure::InvalidOutput)
+        })
+        .await
     }
 
     /// The route hook; a pick is checked against the candidates' ids.
-    pub fn route(
+    pub async fn route(
         &self,
         head: &RequestHead,
         facts: &Facts,
@@ -482,42 +548,46 @@ impl Plugin {
         candidates: &[Candidate],
         attempt: u32,
     ) -> Result<RouteDecision, Failure> {
-        let ids: Vec<String> = candidates.iter().map(|c| c.id.clone()).collect();
-        self.call(
-            &head.request_id,
-            |pre, store| match pre {
-                Pre::Route(pre) => pre.instantiate(&mut *store)?.call_route(
-                    &mut *store,
-                    head,
-                    facts,
-                    identity,
-                    candidates,
-                    attempt,
-                ),
-                _ => unreachable!("a route call on a non-route plugin"),
-            },
-            |decision| match decision {
-                RouteDecision::Pick(p) => validate::pick(&p, &ids)
-                    .map(|(target, fallbacks)| {
-                        (
-                            RouteDecision::Pick(super::bindings::types::Pick { target, fallbacks }),
-                            "pick",
-                        )
-                    })
-                    .map_err(Failure::InvalidOutput),
+        let call = Call::Route {
+            head,
+            facts,
+            identity,
+            candidates,
+            attempt,
+        };
+        self.call(&head.request_id, call, |answer| {
+            let Answer::Route(decision) = answer else {
+                return Err(wrong_hook());
+            };
+            match decision {
+                RouteDecision::Pick(p) => {
+                    let ids: Vec<String> = candidates.iter().map(|c| c.id.clone()).collect();
+                    validate::pick(&p, &ids)
+                        .map(|(target, fallbacks)| {
+                            (
+                                RouteDecision::Pick(super::bindings::types::Pick {
+                                    target,
+                                    fallbacks,
+                                }),
+                                "pick",
+                            )
+                        })
+                        .map_err(Failure::InvalidOutput)
+                }
                 RouteDecision::DefaultRouting => Ok((RouteDecision::DefaultRouting, "default")),
                 RouteDecision::Deny(d) => validate::denial(&d)
                     .map(|_| (RouteDecision::Deny(d), "deny"))
                     .map_err(Failure::InvalidOutput),
-            },
-        )
+            }
+        })
+        .await
     }
 
     /// Benchmark support: `n` calls of the hook on one instance, each timed — what a host
     /// that reused instances would pay. Hearth never does (state would leak between
     /// requests); the bench reports it beside the fresh-instance cost.
     #[doc(hidden)]
-    pub fn time_warm_calls(
+    pub async fn time_warm_calls(
         &self,
         head: &RequestHead,
         facts: &Facts,
@@ -528,33 +598,40 @@ impl Plugin {
         let mut store = self.store(&head.request_id);
         store.set_epoch_deadline(u64::MAX / 2);
         let mut times = Vec::with_capacity(n);
-        let timed = |times: &mut Vec<Duration>, call: &mut dyn FnMut() -> wasmtime::Result<()>| {
-            for _ in 0..n {
-                let started = Instant::now();
-                call()?;
-                times.push(started.elapsed());
+        let result: wasmtime::Result<()> = async {
+            match &self.pre {
+                Pre::Auth(pre) => {
+                    let instance = pre.instantiate_async(&mut store).await?;
+                    for _ in 0..n {
+                        let started = Instant::now();
+                        instance.call_authenticate(&mut store, head).await?;
+                        times.push(started.elapsed());
+                    }
+                }
+                Pre::Preprocess(pre) => {
+                    let instance = pre.instantiate_async(&mut store).await?;
+                    for _ in 0..n {
+                        let started = Instant::now();
+                        instance
+                            .call_preprocess(&mut store, head, facts, None, body)
+                            .await?;
+                        times.push(started.elapsed());
+                    }
+                }
+                Pre::Route(pre) => {
+                    let instance = pre.instantiate_async(&mut store).await?;
+                    for _ in 0..n {
+                        let started = Instant::now();
+                        instance
+                            .call_route(&mut store, head, facts, None, candidates, 0)
+                            .await?;
+                        times.push(started.elapsed());
+                    }
+                }
             }
-            Ok::<_, wasmtime::Error>(())
-        };
-        let result = match &self.pre {
-            Pre::Auth(pre) => pre.instantiate(&mut store).and_then(|i| {
-                timed(&mut times, &mut || {
-                    i.call_authenticate(&mut store, head).map(drop)
-                })
-            }),
-            Pre::Preprocess(pre) => pre.instantiate(&mut store).and_then(|i| {
-                timed(&mut times, &mut || {
-                    i.call_preprocess(&mut store, head, facts, None, body)
-                        .map(drop)
-                })
-            }),
-            Pre::Route(pre) => pre.instantiate(&mut store).and_then(|i| {
-                timed(&mut times, &mut || {
-                    i.call_route(&mut store, head, facts, None, candidates, 0)
-                        .map(drop)
-                })
-            }),
-        };
+            Ok(())
+        }
+        .await;
         result.map(|()| times).map_err(|e| classify(&e))
     }
 }

@@ -69,13 +69,6 @@ pub struct PluginState {
     in_host: Duration,
 }
 
-/// CPU time of the calling thread, where the platform has it.
-pub fn thread_cpu_now() -> Option<Duration> {
-    cpu_time::ThreadTime::try_now()
-        .ok()
-        .map(|t| t.as_duration())
-}
-
 impl std::fmt::Debug for PluginState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PluginState")

@@ -327,7 +327,7 @@ impl UpstreamPool {
     }
 
     /// The target for this attempt: the route plugin's pick, else the host's.
-    fn pick(
+    async fn pick(
         &self,
         plugins: Option<&PluginHost>,
         out: &Outgoing<'_>,
@@ -345,13 +345,16 @@ impl UpstreamPool {
             if candidates.is_empty() {
                 return Ok(None);
             }
-            match plugin.route(
-                &out.head,
-                &out.facts,
-                out.identity.as_ref(),
-                &candidates,
-                attempt,
-            ) {
+            match plugin
+                .route(
+                    &out.head,
+                    &out.facts,
+                    out.identity.as_ref(),
+                    &candidates,
+                    attempt,
+                )
+                .await
+            {
                 Ok(RouteDecision::Pick(pick)) => {
                     return Ok(self.targets.iter().find(|t| t.id == pick.target).cloned());
                 }
@@ -382,7 +385,7 @@ impl UpstreamPool {
         let mut excluded: Vec<String> = Vec::new();
         let mut last_error = None;
         for attempt in 0..u32::try_from(self.targets.len()).unwrap_or(u32::MAX) {
-            let Some(target) = self.pick(plugins, &out, &excluded, attempt)? else {
+            let Some(target) = self.pick(plugins, &out, &excluded, attempt).await? else {
                 break;
             };
             let url = format!("{}{}", target.base, out.path_and_query);

@@ -72,7 +72,7 @@ fn main() -> Result<()> {
         .map_or(Ok(60), |a| a.parse())
         .context("SECONDS")?;
     // `no-plugins`: the built-in key check instead of the default plugins, to tell their cost
-    // (a `block_in_place` per call) from the proxy's.
+    // from the proxy's.
     let plugins = match args.next().as_deref() {
         None => true,
         Some("no-plugins") => false,

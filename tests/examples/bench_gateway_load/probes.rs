@@ -27,8 +27,8 @@ pub fn rss_mib(pid: u32) -> f64 {
     status_field(pid, "VmRSS:") as f64 / 1024.0
 }
 
-/// The threads of `pid`: tokio adds one for each worker parked in `block_in_place` (the
-/// plugin calls), so a burst of new requests shows here and in RSS.
+/// The threads of `pid`: a growing count is a leak or a hand-off to new threads (before
+/// 2026-12-04 each plugin call went through `block_in_place`, which added threads under load).
 pub fn threads(pid: u32) -> u64 {
     status_field(pid, "Threads:")
 }
