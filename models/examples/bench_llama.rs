@@ -5,8 +5,9 @@
 //! cargo run -p hearth-models --example bench_llama [-- MODEL [cpu|wgpu|cpu-quantised]]
 //! ```
 //!
-//! `cpu-quantised` keeps a GGUF file's blocks and runs `hearth_models::quant`'s kernels
-//! (`HEARTH_CPU_KERNELS=scalar|avx2|avx512` picks a kernel set).
+//! `cpu-quantised` keeps a GGUF file's blocks, or a checkpoint's f16/bf16 matrices, and runs
+//! `hearth_models::quant`'s kernels (`HEARTH_CPU_KERNELS=scalar|avx2|avx512` picks a kernel
+//! set).
 //!
 //! `MODEL` is a GGUF file or a Hugging Face checkpoint folder; by default SmolLM2-135M-Instruct
 //! (Q4_1, dequantised to f32) from `$HEARTH_MODELS_DIR/smollm2-135m-instruct/`, under
@@ -52,7 +53,11 @@ fn main() -> Result<(), ModelError> {
     let device = device(args.get(1).map(String::as_str));
     let start = Instant::now();
     let model = if args.get(1).map(String::as_str) == Some("cpu-quantised") {
-        LlamaModel::from_gguf_with(&hearth_models::gguf::GgufFile::open(&path)?, &device, true)?
+        if path.is_dir() {
+            LlamaModel::load_hf_with(&path, &device, true)?
+        } else {
+            LlamaModel::from_gguf_with(&hearth_models::gguf::GgufFile::open(&path)?, &device, true)?
+        }
     } else {
         LlamaModel::load(&path, &device)?
     };

@@ -1,9 +1,12 @@
 //! The weights of a Hugging Face checkpoint folder: one `model.safetensors`, or shards listed by
 //! `model.safetensors.index.json`, read natively and converted to f32 tensor by tensor
-//! (F32, F16 and BF16; mixed dtypes in one file are fine).
+//! (F32, F16 and BF16; mixed dtypes in one file are fine), or handed out as the file's own
+//! bytes for kernels that read 16-bit floats directly.
 
 use std::collections::{BTreeMap, HashMap};
+use std::ops::Range;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use safetensors::{Dtype, SafeTensors};
 use serde::Deserialize;
@@ -18,9 +21,17 @@ struct ShardIndex {
     weight_map: BTreeMap<String, String>,
 }
 
+/// A tensor as it is stored: its float type and where its bytes lie in its file's bytes.
+pub(crate) struct StoredTensor {
+    pub kind: StoredFloat,
+    pub file: Arc<Vec<u8>>,
+    pub range: Range<usize>,
+}
+
 /// Every tensor of a checkpoint folder, by name.
 pub(crate) struct SafetensorsFolder {
-    files: Vec<(PathBuf, Vec<u8>)>,
+    /// Shared, so that matrices kept in the file's types hold the file's bytes, not a copy.
+    files: Vec<(PathBuf, Arc<Vec<u8>>)>,
     /// Tensor name → index into `files`.
     index: HashMap<String, usize>,
 }
@@ -63,9 +74,17 @@ impl SafetensorsFolder {
             for tensor in parsed.names() {
                 index.insert(tensor.to_owned(), files.len());
             }
-            files.push((path, bytes));
+            files.push((path, Arc::new(bytes)));
         }
         Ok(Self { files, index })
+    }
+
+    /// The first weight file, for errors that concern the checkpoint as a whole.
+    pub fn first_path(&self) -> PathBuf {
+        self.files
+            .first()
+            .map(|(p, _)| p.clone())
+            .unwrap_or_default()
     }
 
     /// Total size of the weight files in bytes.
@@ -80,14 +99,15 @@ impl SafetensorsFolder {
 
     /// The values of tensor `name` as f32, checked against `shape`.
     pub fn tensor(&self, name: &str, shape: &[usize]) -> Result<Vec<f32>, ModelError> {
+        let stored = self.stored(name, shape)?;
+        Ok(widen_to_f32(stored.kind, &stored.file[stored.range]))
+    }
+
+    /// Tensor `name` as stored, checked against `shape`.
+    pub fn stored(&self, name: &str, shape: &[usize]) -> Result<StoredTensor, ModelError> {
         let Some(&file) = self.index.get(name) else {
-            let path = self
-                .files
-                .first()
-                .map(|(p, _)| p.clone())
-                .unwrap_or_default();
             return Err(ModelError::Tensor {
-                path,
+                path: self.first_path(),
                 tensor: name.to_owned(),
                 reason: "not in the checkpoint".into(),
             });
@@ -107,6 +127,8 @@ impl SafetensorsFolder {
             )));
         }
         let data = view.data();
+        // The view borrows `bytes`: its offset there is the distance between the pointers.
+        let start = data.as_ptr() as usize - bytes.as_ptr() as usize;
         let kind = match view.dtype() {
             Dtype::F32 => StoredFloat::F32,
             Dtype::F16 => StoredFloat::F16,
@@ -117,6 +139,10 @@ impl SafetensorsFolder {
                 )));
             }
         };
-        Ok(widen_to_f32(kind, data))
+        Ok(StoredTensor {
+            kind,
+            file: bytes.clone(),
+            range: start..start + data.len(),
+        })
     }
 }

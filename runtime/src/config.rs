@@ -193,9 +193,10 @@ pub struct TargetConfig {
     pub source: Option<PathBuf>,
     /// Local device: `auto`, `wgpu` or `cpu`.
     pub device: Option<DeviceChoice>,
-    /// Local GGUF decoder on the CPU: `quantised` (the default) keeps the file's blocks and
-    /// multiplies them with 8-bit activations as llama.cpp does; `f32` dequantises every
-    /// weight at load (four to eight times the memory, slower, f32 activations).
+    /// Local decoder on the CPU: `quantised` (the default) keeps a GGUF file's blocks and
+    /// multiplies them with 8-bit activations as llama.cpp does, and a safetensors
+    /// checkpoint's f16/bf16 matrices as stored (f32 activations); `f32` widens every weight
+    /// at load (two to eight times the memory, slower).
     pub cpu_weights: Option<CpuWeights>,
     /// Upstream server base URL.
     pub upstream: Option<String>,
@@ -234,11 +235,13 @@ pub enum DeviceChoice {
     Cpu,
 }
 
-/// How a local GGUF decoder keeps its weights on the CPU (other devices compute in f32).
+/// How a local decoder keeps its weights on the CPU (other devices compute in f32): a GGUF
+/// file's blocks, or a safetensors checkpoint's f16/bf16 matrices (an f32 checkpoint is f32
+/// either way).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum CpuWeights {
-    /// The file's own types, on the quantised kernels.
+    /// The file's own types, on the quantised (or 16-bit float) kernels.
     #[default]
     Quantised,
     /// Dequantised to f32 at load.

@@ -109,13 +109,30 @@ impl LlamaModel {
 
     /// Loads a Hugging Face checkpoint folder: `config.json` (`model_type` llama, mistral,
     /// qwen2 or qwen3) and `model.safetensors` or the shards of
-    /// `model.safetensors.index.json`, in f32, f16 or bf16 (computed in f32).
+    /// `model.safetensors.index.json`, in f32, f16 or bf16 (widened to f32 tensors).
     pub fn load_hf(dir: &Path, device: &Device) -> Result<Self, ModelError> {
+        Self::load_hf_with(dir, device, false)
+    }
+
+    /// [`Self::load_hf`], with `keep_file_types`: on the CPU a checkpoint of f16 or bf16
+    /// matrices keeps them as the file stores them (half the memory of f32) and runs on
+    /// [`crate::quant`]'s float kernels, with f32 activations and f32 accumulation (ignored on
+    /// other devices and for f32 checkpoints).
+    pub fn load_hf_with(
+        dir: &Path,
+        device: &Device,
+        keep_file_types: bool,
+    ) -> Result<Self, ModelError> {
         let start = std::time::Instant::now();
         let hf = read_hf_config(&dir.join("config.json"))?;
         let folder = SafetensorsFolder::open(dir)?;
-        let weights =
-            hf_weights::load_weights(&folder, &hf.config, hf.tie_word_embeddings, device)?;
+        let weights = hf_weights::load_weights(
+            &folder,
+            &hf.config,
+            hf.tie_word_embeddings,
+            device,
+            keep_file_types,
+        )?;
         tracing::info!(path = %dir.display(), model_type = %hf.model_type,
             layers = hf.config.num_layers, hidden = hf.config.hidden_size,
             megabytes = folder.size_bytes() / 1_000_000,

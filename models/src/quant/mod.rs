@@ -13,6 +13,7 @@
 //! one kernel over a common sub-block form keeps ten types in a few hundred lines.
 
 mod activations;
+mod float_gemm;
 mod floats;
 mod formats;
 mod scalar;
@@ -279,6 +280,14 @@ impl QuantLinear {
     ) {
         assert_eq!(x.len(), m * self.cols, "input of {m} rows of {}", self.cols);
         let needs_q8 = self.parts.iter().any(|p| !p.ty.is_float());
+        if !needs_q8 && m >= float_gemm::MIN_ROWS {
+            let transposed = &mut scratch.transposed;
+            transposed.clear();
+            transposed.resize(self.rows * m, 0.0);
+            float_gemm::forward_transposed(kernels, &self.parts, x, m, self.cols, transposed);
+            transpose_into(transposed, m, self.rows, y);
+            return;
+        }
         if needs_q8 {
             scratch.q8.quantize_into(x, self.cols);
         }
@@ -329,12 +338,17 @@ impl QuantLinear {
         if m == 1 {
             return;
         }
-        y.clear();
-        y.resize(m * self.rows, 0.0);
-        for (j, column) in scratch.transposed.chunks_exact(m).enumerate() {
-            for (i, &v) in column.iter().enumerate() {
-                y[i * self.rows + j] = v;
-            }
+        transpose_into(&scratch.transposed, m, self.rows, y);
+    }
+}
+
+/// `y` (`m` rows of `rows`) from `transposed` (`rows` rows of `m`).
+fn transpose_into(transposed: &[f32], m: usize, rows: usize, y: &mut Vec<f32>) {
+    y.clear();
+    y.resize(m * rows, 0.0);
+    for (j, column) in transposed.chunks_exact(m).enumerate() {
+        for (i, &v) in column.iter().enumerate() {
+            y[i * rows + j] = v;
         }
     }
 }

@@ -152,6 +152,51 @@ fn chat_template_and_greedy_continuation_match_reference() {
     }
 }
 
+/// The CPU's file-type path: the bf16 (Qwen2) and f16 (Qwen3, sharded) matrices kept as
+/// stored and run by the host pass's float kernels (f32 activations and sums), held to the
+/// same reference and tolerance as the f32 tensors.
+#[test]
+fn the_16_bit_path_keeps_the_file_types_and_matches_the_reference() {
+    let device = hearth_models::cpu_device();
+    for name in MODELS {
+        let dir = fixtures().join(name);
+        let model = LlamaModel::load_hf_with(&dir, &device, true).expect("loads");
+        assert!(model.uses_host_path(), "{name}: not on the host pass");
+        let reference = reference(name);
+        for prompt in &reference.prompts {
+            let logits = model
+                .forward(&prompt.token_ids, &mut model.new_cache())
+                .expect("forward");
+            let diff = max_abs_diff(&logits, &prompt.last_logits);
+            assert!(
+                diff <= LOGIT_ABS_DIFF,
+                "{name}: {:?}: max |Δ| {diff}",
+                prompt.text
+            );
+        }
+        let chat = reference.chat;
+        let mut cache = model.new_cache();
+        let mut logits = model.forward(&chat.token_ids, &mut cache).expect("prefill");
+        let mut greedy = Vec::new();
+        for _ in 0..chat.greedy_ids.len() {
+            let next = argmax(&logits);
+            greedy.push(next);
+            logits = model.forward(&[next], &mut cache).expect("decode step");
+        }
+        assert_eq!(greedy, chat.greedy_ids, "{name}: greedy continuation");
+        // Batched, as the server runs it.
+        let prompts = &reference.prompts;
+        let mut caches = [model.new_cache(), model.new_cache()];
+        let [a, b] = &mut caches;
+        let together = model
+            .forward_batch(&mut [(&prompts[0].token_ids, a), (&prompts[1].token_ids, b)])
+            .expect("batched forward");
+        for (prompt, batched) in prompts.iter().zip(&together) {
+            assert!(max_abs_diff(&prompt.last_logits, batched) <= LOGIT_ABS_DIFF);
+        }
+    }
+}
+
 #[test]
 fn batched_decoding_matches_one_sequence_at_a_time() {
     let (model, _) = load("tiny-qwen3");
@@ -222,12 +267,15 @@ fn broken_checkpoints_are_errors_that_name_the_problem() {
 
     let dir = broken_copy("tiny-qwen3");
     edit_config(dir.path(), |c| c["intermediate_size"] = 100.into());
-    let err = LlamaModel::load(dir.path(), &device).expect_err("wrong shape");
-    assert!(
-        matches!(&err, ModelError::Tensor { tensor, reason, .. }
-            if tensor == "model.layers.0.mlp.gate_proj.weight" && reason.contains("[96, 64]")),
-        "{err}"
-    );
+    for keep_file_types in [false, true] {
+        let err = LlamaModel::load_hf_with(dir.path(), &device, keep_file_types)
+            .expect_err("wrong shape");
+        assert!(
+            matches!(&err, ModelError::Tensor { tensor, reason, .. }
+                if tensor == "model.layers.0.mlp.gate_proj.weight" && reason.contains("[96, 64]")),
+            "{err}"
+        );
+    }
 
     // An untied model without its LM head names the missing tensor.
     let dir = broken_copy("tiny-qwen2");

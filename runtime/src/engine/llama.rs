@@ -129,7 +129,8 @@ struct TokenizerParts {
 type ModelLoad = Box<dyn FnOnce() -> Result<LlamaModel> + Send>;
 
 /// Loads a chat model — a GGUF file or a Hugging Face checkpoint folder — onto its own
-/// worker thread. `weights` says how a GGUF file's weights are kept on the CPU.
+/// worker thread. `weights` says how a GGUF file's, or a 16-bit checkpoint's, weights are kept
+/// on the CPU.
 pub fn start_llama(
     name: &str,
     path: &Path,
@@ -165,7 +166,10 @@ pub fn start_llama(
         let dir = path.to_path_buf();
         (
             parts,
-            Box::new(move || LlamaModel::load_hf(&dir, &device).map_err(model_error)),
+            Box::new(move || {
+                let keep = weights == CpuWeights::Quantised;
+                LlamaModel::load_hf_with(&dir, &device, keep).map_err(model_error)
+            }),
         )
     } else {
         // One read of the file serves the HTTP side's tokenizer and the worker's weights.
