@@ -148,11 +148,13 @@ pub(crate) fn load_weights(
     let permuted = gguf_architecture(file)?.permutes_qk();
     // The quantised kernels are CPU code: a GPU always gets f32 tensors.
     let quantised = layout != MatrixLayout::Tensors && *device == crate::cpu_device();
+    // Every matrix gets its own buffer (interleaved where the tiled kernels take the type),
+    // so the file's bytes are dropped once the weights are loaded.
     let as_laid_out = |m: QuantMatrix| {
         if layout == MatrixLayout::F32Rows {
             m.to_f32()
         } else {
-            m
+            m.repacked()
         }
     };
     let unpermute = |m: Matrix, heads: usize| {
@@ -192,7 +194,7 @@ pub(crate) fn load_weights(
             };
             let [qkv, attn_output, gate_up, down] = if quantised {
                 let raw = |part: &str, rows: usize, cols: usize| {
-                    raw_matrix(file, &name(part), rows, cols).map(as_laid_out)
+                    raw_matrix(file, &name(part), rows, cols)
                 };
                 let linear = |parts: Vec<QuantMatrix>| {
                     QuantLinear::new(parts)
@@ -208,14 +210,17 @@ pub(crate) fn load_weights(
                     q = q.permute_rows(&unpermuted_order(q_rows, config.num_heads));
                     k = k.permute_rows(&unpermuted_order(kv_rows, config.num_kv_heads));
                 }
+                let v = raw("attn_v", kv_rows, hidden)?;
+                let laid_out =
+                    |parts: Vec<QuantMatrix>| linear(parts.into_iter().map(as_laid_out).collect());
                 [
-                    linear(vec![q, k, raw("attn_v", kv_rows, hidden)?])?,
-                    linear(vec![raw("attn_output", hidden, q_rows)?])?,
-                    linear(vec![
+                    laid_out(vec![q, k, v])?,
+                    laid_out(vec![raw("attn_output", hidden, q_rows)?])?,
+                    laid_out(vec![
                         raw("ffn_gate", ffn, hidden)?,
                         raw("ffn_up", ffn, hidden)?,
                     ])?,
-                    linear(vec![raw("ffn_down", hidden, ffn)?])?,
+                    laid_out(vec![raw("ffn_down", hidden, ffn)?])?,
                 ]
             } else {
                 let q = unpermute(

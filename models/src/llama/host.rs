@@ -10,12 +10,12 @@
 //! for each sequence's last position. `model.rs` stays the path for every other device and
 //! weight type, and the reference tests hold this one to it.
 
-use std::cell::RefCell;
 use std::sync::{Mutex, PoisonError};
 
 use burn::prelude::*;
 use rayon::prelude::*;
 
+use super::attention::{KeysOf, attend, dot};
 use super::cache::{HostLayer, KvCache};
 use super::config::LlamaConfig;
 use super::weights::{Embedding, Linear, LlamaWeights};
@@ -51,11 +51,6 @@ struct Scratch {
     last: Vec<f32>,
     logits: Vec<f32>,
     matmul: MatmulScratch,
-}
-
-thread_local! {
-    /// One attention row's scores (per rayon thread).
-    static SCORES: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
 }
 
 fn quantised(linear: &Linear) -> Option<&QuantLinear> {
@@ -198,7 +193,7 @@ impl HostDecoder {
                     offset: (head / group) * d,
                     stride: kv_width,
                 };
-                attend(query, &keys, position + 1, scale, out);
+                attend(kernels, query, &keys, position + 1, scale, out);
             });
             linear(&layer.attn_output).forward_into(kernels, context, total, matmul, projected);
             x.iter_mut().zip(&*projected).for_each(|(x, p)| *x += p);
@@ -236,62 +231,6 @@ impl HostDecoder {
             .map(<[f32]>::to_vec)
             .collect()
     }
-}
-
-/// Where one key/value head's rows lie in a layer's `[positions, kv_heads, head_dim]` buffers.
-struct KeysOf<'a> {
-    layer: &'a HostLayer,
-    offset: usize,
-    stride: usize,
-}
-
-impl KeysOf<'_> {
-    /// Position `j`'s row of this head in `buffer` (the layer's keys or values).
-    fn row<'b>(&self, buffer: &'b [f32], j: usize, d: usize) -> &'b [f32] {
-        let start = j * self.stride + self.offset;
-        &buffer[start..start + d]
-    }
-}
-
-/// Softmax attention of one query row over the first `seen` positions: `out = Σ pⱼ·vⱼ`.
-fn attend(query: &[f32], keys: &KeysOf<'_>, seen: usize, scale: f32, out: &mut [f32]) {
-    let d = query.len();
-    SCORES.with_borrow_mut(|scores| {
-        scores.clear();
-        let mut max = f32::NEG_INFINITY;
-        for j in 0..seen {
-            let s = dot(query, keys.row(&keys.layer.keys, j, d)) * scale;
-            max = max.max(s);
-            scores.push(s);
-        }
-        let mut sum = 0.0;
-        for s in scores.iter_mut() {
-            *s = (*s - max).exp();
-            sum += *s;
-        }
-        out.fill(0.0);
-        for (j, &p) in scores.iter().enumerate() {
-            let weight = p / sum;
-            for (o, &v) in out.iter_mut().zip(keys.row(&keys.layer.values, j, d)) {
-                *o += weight * v;
-            }
-        }
-    });
-}
-
-/// A dot product in eight independent lanes (so the compiler vectorises it without
-/// reassociating one sum).
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let mut lanes = [0.0f32; 8];
-    let (a8, a_tail) = a.as_chunks::<8>();
-    let (b8, b_tail) = b.as_chunks::<8>();
-    for (a, b) in a8.iter().zip(b8) {
-        for i in 0..8 {
-            lanes[i] += a[i] * b[i];
-        }
-    }
-    let tail: f32 = a_tail.iter().zip(b_tail).map(|(a, b)| a * b).sum();
-    lanes.iter().sum::<f32>() + tail
 }
 
 /// `x / rms(x) · weight` for every row of `x` (rows as wide as `weight`), into `out`.

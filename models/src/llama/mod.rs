@@ -20,6 +20,7 @@
 //! # Ok::<(), hearth_models::ModelError>(())
 //! ```
 
+mod attention;
 mod cache;
 mod config;
 mod gguf_weights;

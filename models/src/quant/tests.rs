@@ -111,6 +111,36 @@ fn reference(linear: &QuantLinear, x: &[f32], m: usize) -> (Vec<f64>, Vec<f64>) 
     (y, bound)
 }
 
+/// Every kernel set on `linear` as the file lays it out and repacked, against the f32
+/// product and the scalar kernels on the file's layout.
+fn check_linear(linear: &QuantLinear, m: usize, rng: &mut StdRng, what: &str) {
+    let x: Vec<f32> = (0..m * linear.cols())
+        .map(|_| rng.random_range(-2.0..2.0))
+        .collect();
+    let (want, bound) = reference(linear, &x, m);
+    let scalar = linear.forward_with(Kernels::Scalar, &x, m);
+    let repacked = QuantLinear::new(linear.parts().iter().map(QuantMatrix::repacked).collect())
+        .expect("same columns");
+    for (layout, linear) in [("file", linear), ("repacked", &repacked)] {
+        for kernels in Kernels::available() {
+            let got = linear.forward_with(kernels, &x, m);
+            assert_eq!(got.len(), want.len());
+            for (j, ((&g, &w), &b)) in got.iter().zip(&want).zip(&bound).enumerate() {
+                assert!(
+                    (f64::from(g) - w).abs() <= b,
+                    "{what} {layout} {kernels:?} m={m} output {j}: {g} vs f32 product {w} \
+                     (allowed {b})"
+                );
+                let s = f64::from(scalar[j]);
+                assert!(
+                    (f64::from(g) - s).abs() <= 1e-5 * (w.abs() + b) + 1e-5,
+                    "{what} {layout} {kernels:?} m={m} output {j}: {g} vs scalar {s}"
+                );
+            }
+        }
+    }
+}
+
 fn check(ty: GgmlType, other: GgmlType, m: usize, seed: u64) {
     let mut rng = StdRng::seed_from_u64(seed);
     let cols = 512;
@@ -119,24 +149,59 @@ fn check(ty: GgmlType, other: GgmlType, m: usize, seed: u64) {
         random_matrix(other, 3, cols, &mut rng),
     ])
     .expect("same columns");
-    let x: Vec<f32> = (0..m * cols).map(|_| rng.random_range(-2.0..2.0)).collect();
-    let (want, bound) = reference(&linear, &x, m);
-    let scalar = linear.forward_with(Kernels::Scalar, &x, m);
-    for kernels in Kernels::available() {
-        let got = linear.forward_with(kernels, &x, m);
-        assert_eq!(got.len(), want.len());
-        for (j, ((&g, &w), &b)) in got.iter().zip(&want).zip(&bound).enumerate() {
-            assert!(
-                (f64::from(g) - w).abs() <= b,
-                "{ty}+{other} {kernels:?} m={m} output {j}: {g} vs f32 product {w} (allowed {b})"
-            );
-            let s = f64::from(scalar[j]);
-            assert!(
-                (f64::from(g) - s).abs() <= 1e-5 * (w.abs() + b) + 1e-5,
-                "{ty}+{other} {kernels:?} m={m} output {j}: {g} vs scalar {s}"
-            );
+    check_linear(&linear, m, &mut rng, &format!("{ty}+{other}"));
+}
+
+const PACKED: [GgmlType; 7] = [
+    GgmlType::Q4_0,
+    GgmlType::Q4_1,
+    GgmlType::Q5_0,
+    GgmlType::Q5_1,
+    GgmlType::Q8_0,
+    GgmlType::Q4K,
+    GgmlType::Q6K,
+];
+
+#[test]
+fn tiles_cover_ragged_shapes() {
+    let mut rng = StdRng::seed_from_u64(29);
+    for (i, &ty) in PACKED.iter().enumerate() {
+        let other = PACKED[(i + 3) % PACKED.len()];
+        // Columns: one and several blocks, not a multiple of 256 where the type allows it.
+        let block = ty.block_len().max(other.block_len());
+        for cols in [block, 3 * block, 9 * 32_usize.max(block)] {
+            // Rows: under a group, one group plus a remainder, and two parts.
+            for rows in [1, 13] {
+                let linear = QuantLinear::new(vec![
+                    random_matrix(ty, rows, cols, &mut rng),
+                    random_matrix(other, 9, cols, &mut rng),
+                ])
+                .expect("same columns");
+                // Activation rows: one, under every tile, and whole tiles plus remainders.
+                for m in [1, 3, 9, 13, 17] {
+                    check_linear(&linear, m, &mut rng, &format!("{ty}+{other} {rows}×{cols}"));
+                }
+            }
         }
     }
+}
+
+#[test]
+fn repacking_keeps_every_value() {
+    let mut rng = StdRng::seed_from_u64(31);
+    for &ty in &PACKED {
+        let plain = random_matrix(ty, 11, 512, &mut rng);
+        let repacked = plain.repacked();
+        assert!(repacked.is_repacked(), "{ty}");
+        assert_eq!(repacked.rows(), 11);
+        for (p, r) in plain.dequantize().iter().zip(repacked.dequantize()) {
+            assert!((p - r).abs() <= 1e-6 * p.abs(), "{ty}: {p} vs {r}");
+        }
+    }
+    // A type without an interleaved layout is copied as it is.
+    let q5k = random_matrix(GgmlType::Q5K, 3, 256, &mut rng);
+    assert!(!q5k.repacked().is_repacked());
+    assert_eq!(q5k.repacked().dequantize(), q5k.dequantize());
 }
 
 #[test]

@@ -55,7 +55,7 @@ fn halves(block: &[u8]) -> (f32, f32) {
 
 #[inline]
 #[target_feature(enable = "avx2")]
-fn load128(bytes: &[u8]) -> __m128i {
+pub(super) fn load128(bytes: &[u8]) -> __m128i {
     let bytes = &bytes[..16];
     // SAFETY: 16 readable bytes (sliced above); unaligned load.
     unsafe { _mm_loadu_si128(bytes.as_ptr().cast()) }
@@ -63,7 +63,7 @@ fn load128(bytes: &[u8]) -> __m128i {
 
 #[inline]
 #[target_feature(enable = "avx2")]
-fn load256(bytes: &[u8]) -> __m256i {
+pub(super) fn load256(bytes: &[u8]) -> __m256i {
     let bytes = &bytes[..32];
     // SAFETY: 32 readable bytes (sliced above); unaligned load.
     unsafe { _mm256_loadu_si256(bytes.as_ptr().cast()) }
@@ -72,7 +72,7 @@ fn load256(bytes: &[u8]) -> __m256i {
 /// `(bytes >> shift) & mask` for every byte.
 #[inline]
 #[target_feature(enable = "avx2")]
-fn bits(bytes: __m256i, shift: usize, mask: i8) -> __m256i {
+pub(super) fn bits(bytes: __m256i, shift: usize, mask: i8) -> __m256i {
     #[allow(
         clippy::cast_possible_truncation,
         clippy::cast_possible_wrap,
