@@ -5,6 +5,8 @@
 use std::future::IntoFuture;
 use std::sync::Arc;
 
+use axum::serve::ListenerExt;
+
 use crate::api::{AppState, app};
 use crate::config::Config;
 use crate::error::{HearthError, Result};
@@ -61,6 +63,13 @@ pub async fn serve(config: Config) -> Result<()> {
             drain.begin();
         }
     };
+    // Without TCP_NODELAY a response written in two parts (head, then a streamed body) can
+    // wait on the client's delayed ACK: Nagle's algorithm holds the second segment back.
+    let listener = listener.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "cannot set TCP_NODELAY on an accepted connection");
+        }
+    });
     let server = axum::serve(listener, app(state)).with_graceful_shutdown(signalled);
     let served = tokio::select! {
         served = server.into_future() => served,
