@@ -224,6 +224,9 @@ pub fn start_llama(
         Ok((model, context_length))
     })?;
     let grammar = grammar.join().ok().flatten();
+    // The file's buffer was read on this thread and freed on the worker, and the trie's
+    // staging on a thread that has exited: both heaps are purged from here.
+    super::worker::return_freed_memory();
     tracing::info!(
         deployment = name,
         device = device_name,
