@@ -6,6 +6,7 @@
 //! `store`. The HTTP side of the plugins and the proxy (the auth hook, the preprocess
 //! middleware, the forwarding handlers) lives in `api/`.
 
+mod allocator;
 pub mod api;
 pub mod audio;
 pub mod auth;

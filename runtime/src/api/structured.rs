@@ -93,22 +93,23 @@ pub async fn constraints(
     let Some(grammar) = grammar else {
         return Ok((0..choices).map(|_| None).collect());
     };
-    let compiler = engine.grammar.clone().ok_or_else(|| {
-        HearthError::invalid_param(
-            param,
-            "this model's vocabulary could not be read for constrained decoding",
-        )
-    })?;
-    let first: GrammarConstraint =
-        tokio::task::spawn_blocking(move || compiler.constraint(grammar))
-            .await
-            .map_err(|e| HearthError::Internal(format!("grammar compilation: {e}")))?
-            .map_err(|e| {
-                HearthError::invalid_param(
-                    param,
-                    format!("the schema or grammar cannot be enforced: {e}"),
-                )
-            })?;
+    let (lazy, param) = (engine.grammar.clone(), param.to_owned());
+    let first: GrammarConstraint = tokio::task::spawn_blocking(move || {
+        let compiler = lazy.engine().map_err(|e| {
+            HearthError::invalid_param(
+                &param,
+                format!("this model's vocabulary could not be read for constrained decoding: {e}"),
+            )
+        })?;
+        compiler.constraint(grammar).map_err(|e| {
+            HearthError::invalid_param(
+                &param,
+                format!("the schema or grammar cannot be enforced: {e}"),
+            )
+        })
+    })
+    .await
+    .map_err(|e| HearthError::Internal(format!("grammar compilation: {e}")))??;
     let mut all: Vec<Option<Box<dyn TokenConstraint>>> = (1..choices)
         .map(|_| Some(Box::new(first.fork()) as Box<dyn TokenConstraint>))
         .collect();

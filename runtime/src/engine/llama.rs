@@ -11,7 +11,7 @@ use hearth_models::gguf::{GgufFile, GgufTokenizer};
 use hearth_models::llama::{KvCache, LlamaModel};
 
 use super::generation::{Decoder, GenerationOptions, GenerationQueue};
-use super::grammar::GrammarEngine;
+use super::grammar::LazyGrammar;
 use super::text::{TextCodec, TextEngine};
 use crate::config::{CpuWeights, DeviceChoice};
 use crate::error::{HearthError, Result};
@@ -203,36 +203,24 @@ pub fn start_llama(
             }),
         )
     };
-    // The token trie and the grammar factory are built while the worker loads the weights.
-    let grammar = {
-        let (codec, eos, deployment) = (
-            parts.codec.clone(),
-            parts.stop_tokens.first().copied(),
-            name.to_owned(),
-        );
-        std::thread::spawn(move || {
-            let engine = GrammarEngine::new(codec.clone(), codec.vocab_size(), eos?);
-            engine
-                .map(Arc::new)
-                .map_err(|e| tracing::warn!(deployment, error = %e, "no structured outputs: the vocabulary does not make a token trie"))
-                .ok()
-        })
-    };
+    let grammar = Arc::new(LazyGrammar::new(
+        parts.codec.clone(),
+        parts.codec.vocab_size(),
+        parts.stop_tokens.first().copied(),
+        name,
+    ));
     let (queue, context_length) = GenerationQueue::start(name, options, move || {
         let model = load()?;
         let context_length = model.config().context_length;
         Ok((model, context_length))
     })?;
-    let grammar = grammar.join().ok().flatten();
-    // The file's buffer was read on this thread and freed on the worker, and the trie's
-    // staging on a thread that has exited: both heaps are purged from here.
-    super::worker::return_freed_memory();
+    // The file's buffer was read on this thread and freed on the worker.
+    crate::allocator::return_freed_memory();
     tracing::info!(
         deployment = name,
         device = device_name,
         context_length,
         chat_template = parts.template.is_some(),
-        structured_outputs = grammar.is_some(),
         seconds = started.elapsed().as_secs_f32(),
         "chat model ready"
     );

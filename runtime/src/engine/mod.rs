@@ -17,7 +17,7 @@ mod worker;
 pub use device::{DeviceReport, list_devices, select_device};
 pub use embedding::{EmbeddingEngine, EmbeddingOptions};
 pub use generation::TokenConstraint;
-pub use grammar::{GrammarConstraint, GrammarEngine};
+pub use grammar::{GrammarConstraint, GrammarEngine, LazyGrammar};
 pub use image::{ImageEngine, ImageFacts, ImageFamily, ImageOptions, MAX_EDIT_IMAGES};
 pub use llama::start_llama;
 pub use speech::{SpeechEngine, SpeechEvent, SpeechOptions};

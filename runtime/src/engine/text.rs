@@ -10,7 +10,7 @@ use tokio::sync::mpsc::{UnboundedReceiver, unbounded_channel};
 use super::generation::{
     FinishReason, GenerationEvent, GenerationQueue, GenerationRequest, TokenConstraint,
 };
-use super::grammar::GrammarEngine;
+use super::grammar::LazyGrammar;
 use super::text_stream::{Detokenizer, StopMatcher};
 use crate::error::{HearthError, Result};
 
@@ -33,9 +33,9 @@ pub struct TextEngine {
     pub template: Option<ChatTemplate>,
     pub stop_tokens: Vec<u32>,
     pub context_length: usize,
-    /// Structured outputs and tool grammars; `None` when the vocabulary could not be read
-    /// into a token trie (then those requests are a 400).
-    pub grammar: Option<Arc<GrammarEngine>>,
+    /// Structured outputs and tool grammars, built on first use (a vocabulary that does not
+    /// make a token trie makes those requests a 400).
+    pub grammar: Arc<LazyGrammar>,
 }
 
 /// One piece of a choice's output.

@@ -66,7 +66,7 @@ impl<J: Send + 'static> WorkQueue<J> {
             .name(thread)
             .spawn(move || match load() {
                 Ok((model, facts)) => {
-                    return_freed_memory();
+                    crate::allocator::return_freed_memory_everywhere();
                     let _ = ready_tx.send(Ok(facts));
                     serve(model, Jobs { jobs });
                     tracing::info!(kind, "worker stopped");
@@ -93,18 +93,5 @@ impl<J: Send + 'static> WorkQueue<J> {
                 HearthError::Internal(format!("the {} worker has stopped", self.kind))
             }
         })
-    }
-}
-
-/// Hands the pages this thread freed (or other threads freed into its heap) back to the OS.
-/// A loader frees its file buffers and staging copies (a GGUF file's bytes once its matrices are repacked: ~100 MB for SmolLM2),
-/// and mimalloc purges freed pages only on later allocator calls of the same thread, which an
-/// idle worker never makes: without this they stay resident for as long as it idles.
-pub(crate) fn return_freed_memory() {
-    // SAFETY: mi_collect takes no pointers and only walks this thread's heap and the
-    // abandoned segments; when mimalloc is not the global allocator its heap is empty.
-    #[allow(unsafe_code)]
-    unsafe {
-        libmimalloc_sys::mi_collect(true);
     }
 }

@@ -147,7 +147,11 @@ impl PluginEngine {
                 }
             }
         }
-        let component = Component::new(&self.engine, bytes).map_err(invalid_component)?;
+        let component = Component::new(&self.engine, bytes).map_err(invalid_component);
+        // Cranelift's working memory (~75 MB for the three default plugins) was freed on
+        // rayon's threads, which keep it until they next allocate.
+        crate::allocator::return_freed_memory_everywhere();
+        let component = component?;
         if let Some(path) = cached {
             let written = component
                 .serialize()
