@@ -6,7 +6,7 @@ use std::path::Path;
 use burn::prelude::*;
 
 use crate::ModelError;
-use crate::bert::{BertConfig, BertModel, PoolingHead, SentenceBertConfig, load_bert};
+use crate::bert::{BertConfig, BertModel, HostEncoder, PoolingHead, SentenceBertConfig, load_bert};
 use crate::tokenizer::TextTokenizer;
 
 /// A loaded sentence-embedding model (all-MiniLM-L6-v2 and other BERT-family encoders in the
@@ -17,12 +17,19 @@ use crate::tokenizer::TextTokenizer;
 /// `sentence_bert_config.json`.
 #[derive(Debug)]
 pub struct EmbeddingModel {
-    model: BertModel,
+    encoder: Encoder,
     head: PoolingHead,
     tokenizer: TextTokenizer,
     config: BertConfig,
     max_input_tokens: usize,
     device: Device,
+}
+
+/// Where the encoder runs: burn's tensors on a GPU, plain buffers on the CPU (`bert::host`).
+#[derive(Debug)]
+enum Encoder {
+    Tensors(Box<BertModel>),
+    Host(HostEncoder),
 }
 
 impl EmbeddingModel {
@@ -33,6 +40,11 @@ impl EmbeddingModel {
         let head = PoolingHead::load(dir)?;
         let tokenizer = TextTokenizer::load(&dir.join("tokenizer.json"))?;
         let model = load_bert(&dir.join("model.safetensors"), &config, device)?;
+        let encoder = if *device == Device::flex() {
+            Encoder::Host(HostEncoder::new(&model, config.layer_norm_eps as f32))
+        } else {
+            Encoder::Tensors(Box::new(model))
+        };
         let max_input_tokens = sentence
             .max_seq_length
             .map_or(config.max_position_embeddings, |limit| {
@@ -48,7 +60,7 @@ impl EmbeddingModel {
             "loaded embedding model"
         );
         Ok(Self {
-            model,
+            encoder,
             head,
             tokenizer,
             config,
@@ -95,6 +107,10 @@ impl EmbeddingModel {
             return Ok(Vec::new());
         }
         self.check_inputs(batch)?;
+        let model = match &self.encoder {
+            Encoder::Host(host) => return Ok(host.embed(batch, self.head)),
+            Encoder::Tensors(model) => model,
+        };
         let rows = batch.len();
         let seq = batch.iter().map(Vec::len).max().unwrap_or(0);
 
@@ -116,7 +132,7 @@ impl EmbeddingModel {
             Tensor::<2, Bool>::from_data(TensorData::new(padding, [rows, seq]), &self.device);
         let mask = Tensor::<2>::from_data(TensorData::new(mask, [rows, seq]), &self.device);
 
-        let hidden = self.model.forward(ids, padding)?;
+        let hidden = model.forward(ids, padding)?;
         let pooled = self.head.forward(hidden, mask);
         let data = pooled
             .try_into_data()

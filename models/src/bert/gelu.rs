@@ -56,7 +56,7 @@ pub fn gelu_f32(x: f32) -> f32 {
 /// series for `e^r`, and `2^n` built from its exponent bits. Below -87 the result is clamped
 /// to `e^-87` (it only ever multiplies values that make it negligible).
 #[inline(always)]
-fn exp_non_positive(v: f32) -> f32 {
+pub(crate) fn exp_non_positive(v: f32) -> f32 {
     const ROUND: f32 = 12_582_912.0; // 1.5 * 2^23: adding and subtracting it rounds to integer
     const LN2_HI: f32 = 0.693_145_75;
     const LN2_LO: f32 = 1.428_606_8e-6;

@@ -15,7 +15,7 @@ const POOLING: &str = "sentence_transformers.models.Pooling";
 const NORMALIZE: &str = "sentence_transformers.models.Normalize";
 
 /// `F.normalize`'s epsilon: a zero vector stays zero instead of becoming NaN.
-const NORM_EPS: f32 = 1e-12;
+pub(crate) const NORM_EPS: f32 = 1e-12;
 
 /// How token vectors are combined into a sentence vector.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
