@@ -1,6 +1,7 @@
 //! The BERT encoder on the CPU in plain buffers: the same maths as `model.rs`, with every
-//! projection one `gemm` call that also adds the bias (and the residual), attention per
-//! sequence and head on its own tokens, and LayerNorm and GELU as loops over the rows.
+//! projection one product that starts from the bias (and the residual) —
+//! [`super::direct_gemm`] on AVX-512, the `gemm` crate elsewhere — attention per sequence and
+//! head on its own tokens, and LayerNorm, GELU and softmax as loops over the rows.
 //!
 //! Why a second path: through the tensor API a MiniLM layer is ~20 operations, each
 //! allocating its result (the kernel faults fresh pages in for the multi-megabyte ones),
@@ -20,7 +21,7 @@ use burn::nn::{LayerNorm, Linear};
 use burn::prelude::*;
 use rayon::prelude::*;
 
-use super::few_rows;
+use super::direct_gemm;
 use super::gelu::{exp_non_positive, gelu_f32};
 use super::model::BertModel;
 use super::pooling::{NORM_EPS, Pooling, PoolingHead};
@@ -28,10 +29,6 @@ use super::simd::{Lanes, with_widest_simd};
 
 /// From this many multiply-adds on, a product is split over rayon's threads.
 const PARALLEL_MACS: usize = 1 << 21;
-/// Up to this many token rows a projection runs on [`few_rows`], which reads the weights once.
-const FEW_ROWS_DIRECT: usize = 16;
-/// Below this many token rows a projection runs transposed (see [`Dense::forward`]).
-const FEW_ROWS: usize = 48;
 /// Rows per task for the row-wise loops (LayerNorm, GELU).
 const ROWS_PER_TASK: usize = 16;
 
@@ -84,18 +81,10 @@ impl Dense {
             }
         }
         assert!(x.len() >= rows * self.inputs && out.len() == rows * self.outputs);
-        let parallelism = if rows * self.inputs * self.outputs >= PARALLEL_MACS {
-            gemm::Parallelism::Rayon(0)
-        } else {
-            gemm::Parallelism::None
-        };
+        let parallel = rows * self.inputs * self.outputs >= PARALLEL_MACS;
         #[cfg(target_arch = "x86_64")]
-        if rows <= FEW_ROWS_DIRECT
-            && self.outputs.is_multiple_of(few_rows::BLOCK)
-            && few_rows::available()
-        {
-            let parallel = rows * self.inputs * self.outputs >= PARALLEL_MACS;
-            few_rows::multiply_add(
+        if self.outputs.is_multiple_of(direct_gemm::BLOCK) && direct_gemm::available() {
+            direct_gemm::multiply_add(
                 x,
                 rows,
                 &self.weight,
@@ -106,60 +95,39 @@ impl Dense {
             );
             return;
         }
+        let parallelism = if parallel {
+            gemm::Parallelism::Rayon(0)
+        } else {
+            gemm::Parallelism::None
+        };
         let stride = |n: usize| isize::try_from(n).expect("a matrix dimension fits isize");
         let (o, i) = (stride(self.outputs), stride(self.inputs));
         // SAFETY: `x` is read as `rows × inputs` (row stride `inputs`), `weight` as `inputs ×
         // outputs` (row stride `outputs`) and `out` is read and written as `rows × outputs`
         // (row stride `outputs`): all within the lengths asserted above, and `out` is a
-        // buffer of its own. With few rows the same product is computed transposed (`outᵀ =
-        // weightᵀ · xᵀ`, only the strides change), so that the kernel's tall register tiles
-        // run along the outputs instead of mostly padding a handful of rows.
+        // buffer of its own.
         unsafe {
-            if rows < FEW_ROWS {
-                gemm::gemm(
-                    self.outputs,
-                    rows,
-                    self.inputs,
-                    out.as_mut_ptr(),
-                    o,
-                    1,
-                    true,
-                    self.weight.as_ptr(),
-                    o,
-                    1,
-                    x.as_ptr(),
-                    i,
-                    1,
-                    1.0,
-                    1.0,
-                    false,
-                    false,
-                    false,
-                    parallelism,
-                );
-            } else {
-                gemm::gemm(
-                    rows,
-                    self.outputs,
-                    self.inputs,
-                    out.as_mut_ptr(),
-                    1,
-                    o,
-                    true,
-                    x.as_ptr(),
-                    1,
-                    i,
-                    self.weight.as_ptr(),
-                    1,
-                    o,
-                    1.0,
-                    1.0,
-                    false,
-                    false,
-                    false,
-                    parallelism,
-                );
-            }
+            gemm::gemm(
+                rows,
+                self.outputs,
+                self.inputs,
+                out.as_mut_ptr(),
+                1,
+                o,
+                true,
+                x.as_ptr(),
+                1,
+                i,
+                self.weight.as_ptr(),
+                1,
+                o,
+                1.0,
+                1.0,
+                false,
+                false,
+                false,
+                parallelism,
+            );
         }
     }
 }

@@ -3,7 +3,7 @@
 
 pub mod checkpoint;
 pub mod config;
-mod few_rows;
+mod direct_gemm;
 pub mod gelu;
 pub mod host;
 pub mod loader;
