@@ -39,6 +39,7 @@ pub mod dcgan;
 mod embedding;
 mod error;
 mod float_bytes;
+mod gemm_call;
 pub mod gguf;
 mod json;
 pub mod llama;

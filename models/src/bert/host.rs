@@ -12,8 +12,8 @@
 //! this one to the same fixtures.
 #![allow(
     unsafe_code,
-    reason = "the `gemm` crate's entry point takes raw pointers and strides, checked against \
-              the slices' lengths before each call"
+    reason = "the `gemm` crate's product takes raw pointers and strides, checked against the \
+              slices' lengths before each call"
 )]
 
 use burn::module::Param;
@@ -26,6 +26,7 @@ use super::gelu::{exp_non_positive, gelu_f32};
 use super::model::BertModel;
 use super::pooling::{NORM_EPS, Pooling, PoolingHead};
 use super::simd::{Lanes, with_widest_simd};
+use crate::gemm_call::{self, Strided};
 
 /// From this many multiply-adds on, a product is split over rayon's threads.
 const PARALLEL_MACS: usize = 1 << 21;
@@ -100,32 +101,18 @@ impl Dense {
         } else {
             gemm::Parallelism::None
         };
-        let stride = |n: usize| isize::try_from(n).expect("a matrix dimension fits isize");
-        let (o, i) = (stride(self.outputs), stride(self.inputs));
         // SAFETY: `x` is read as `rows × inputs` (row stride `inputs`), `weight` as `inputs ×
         // outputs` (row stride `outputs`) and `out` is read and written as `rows × outputs`
         // (row stride `outputs`): all within the lengths asserted above, and `out` is a
         // buffer of its own.
         unsafe {
-            gemm::gemm(
-                rows,
-                self.outputs,
-                self.inputs,
-                out.as_mut_ptr(),
-                1,
-                o,
+            gemm_call::multiply(
+                (rows, self.outputs, self.inputs),
+                Strided::rows(out.as_mut_ptr(), self.outputs),
                 true,
-                x.as_ptr(),
-                1,
-                i,
-                self.weight.as_ptr(),
-                1,
-                o,
+                Strided::rows(x.as_ptr(), self.inputs),
+                Strided::rows(self.weight.as_ptr(), self.outputs),
                 1.0,
-                1.0,
-                false,
-                false,
-                false,
                 parallelism,
             );
         }
@@ -319,7 +306,6 @@ impl HostEncoder {
 /// `len` rows of `[q | k | v]` (`3h` wide).
 fn attend_head(rows: &[f32], len: usize, h: usize, d: usize, head: usize, scale: f32) -> Vec<f32> {
     assert!(rows.len() == len * 3 * h && (head + 1) * d <= h);
-    let stride = |n: usize| isize::try_from(n).expect("a matrix dimension fits isize");
     let q = rows[head * d..].as_ptr();
     let k = rows[h + head * d..].as_ptr();
     let v = rows[2 * h + head * d..].as_ptr();
@@ -328,25 +314,13 @@ fn attend_head(rows: &[f32], len: usize, h: usize, d: usize, head: usize, scale:
     // within `rows` (len rows of 3h, asserted); k is read transposed (`d × len`: column stride
     // `3h`); `scores` is `len × len`.
     unsafe {
-        gemm::gemm(
-            len,
-            len,
-            d,
-            scores.as_mut_ptr(),
-            1,
-            stride(len),
+        gemm_call::multiply(
+            (len, len, d),
+            Strided::rows(scores.as_mut_ptr(), len),
             false,
-            q,
-            1,
-            stride(3 * h),
-            k,
-            stride(3 * h),
-            1,
-            0.0,
+            Strided::rows(q, 3 * h),
+            Strided::columns(k, 3 * h),
             scale,
-            false,
-            false,
-            false,
             gemm::Parallelism::None,
         );
     }
@@ -365,25 +339,13 @@ fn attend_head(rows: &[f32], len: usize, h: usize, d: usize, head: usize, scale:
     // SAFETY: `scores` is `len × len`, v is read as `len × d` with row stride `3h` (as q
     // above), `out` is `len × d`.
     unsafe {
-        gemm::gemm(
-            len,
-            d,
-            len,
-            out.as_mut_ptr(),
-            1,
-            stride(d),
+        gemm_call::multiply(
+            (len, d, len),
+            Strided::rows(out.as_mut_ptr(), d),
             false,
-            scores.as_ptr(),
-            1,
-            stride(len),
-            v,
-            1,
-            stride(3 * h),
-            0.0,
+            Strided::rows(scores.as_ptr(), len),
+            Strided::rows(v, 3 * h),
             1.0,
-            false,
-            false,
-            false,
             gemm::Parallelism::None,
         );
     }

@@ -15,6 +15,7 @@ use std::cell::RefCell;
 use rayon::prelude::*;
 
 use super::{Kernels, QuantMatrix};
+use crate::gemm_call::{self, Strided};
 use crate::gguf::GgmlType;
 
 /// Weight rows per task: a block wide enough for the GEMM's register tiles, small enough that
@@ -63,30 +64,17 @@ pub(crate) fn forward_transposed(
 /// `out` (column-major `[m, rows]`, that is `[rows, m]` row-major) = `x · wᵀ`.
 fn multiply(x: &[f32], m: usize, cols: usize, w: &[f32], rows: usize, out: &mut [f32]) {
     assert!(x.len() >= m * cols && w.len() >= rows * cols && out.len() >= m * rows);
-    let stride = |n: usize| isize::try_from(n).expect("a matrix dimension fits isize");
-    // SAFETY: `gemm` reads `x` as `m × cols` (row stride `cols`), `w` as `cols × rows` (element
-    // `(k, j)` at `j·cols + k`) and writes `out` as `m × rows` (element `(i, j)` at `j·m + i`):
+    // SAFETY: `x` is read as `m × cols` (row stride `cols`), `w` as `cols × rows` (element
+    // `(k, j)` at `j·cols + k`) and `out` written as `m × rows` (element `(i, j)` at `j·m + i`):
     // all within the lengths asserted above; the three slices do not overlap.
     unsafe {
-        gemm::gemm(
-            m,
-            rows,
-            cols,
-            out.as_mut_ptr(),
-            stride(m),
-            1,
+        gemm_call::multiply(
+            (m, rows, cols),
+            Strided::columns(out.as_mut_ptr(), m),
             false,
-            x.as_ptr(),
-            1,
-            stride(cols),
-            w.as_ptr(),
-            stride(cols),
-            1,
-            0.0,
+            Strided::rows(x.as_ptr(), cols),
+            Strided::columns(w.as_ptr(), cols),
             1.0,
-            false,
-            false,
-            false,
             gemm::Parallelism::None,
         );
     }
