@@ -93,7 +93,6 @@ impl GrammarEngine {
 /// ~0.1 s, which a deployment that never constrains its output should not pay.
 pub struct LazyGrammar {
     codec: Arc<dyn TextCodec>,
-    vocab_size: usize,
     /// The token a finished grammar allows; `None` when the model names no stop token.
     eos: Option<u32>,
     deployment: String,
@@ -103,22 +102,16 @@ pub struct LazyGrammar {
 impl std::fmt::Debug for LazyGrammar {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("LazyGrammar")
-            .field("vocab_size", &self.vocab_size)
+            .field("vocab_size", &self.codec.vocab_size())
             .field("built", &self.engine.get().is_some())
             .finish()
     }
 }
 
 impl LazyGrammar {
-    pub fn new(
-        codec: Arc<dyn TextCodec>,
-        vocab_size: usize,
-        eos: Option<u32>,
-        deployment: &str,
-    ) -> Self {
+    pub fn new(codec: Arc<dyn TextCodec>, eos: Option<u32>, deployment: &str) -> Self {
         Self {
             codec,
-            vocab_size,
             eos,
             deployment: deployment.to_owned(),
             engine: OnceLock::new(),
@@ -135,7 +128,7 @@ impl LazyGrammar {
                 let eos = self
                     .eos
                     .ok_or_else(|| "the model names no end-of-sequence token".to_owned())?;
-                let built = GrammarEngine::new(self.codec.clone(), self.vocab_size, eos);
+                let built = GrammarEngine::new(self.codec.clone(), self.codec.vocab_size(), eos);
                 match &built {
                     Ok(_) => tracing::info!(
                         deployment = self.deployment,

@@ -205,7 +205,6 @@ pub fn start_llama(
     };
     let grammar = Arc::new(LazyGrammar::new(
         parts.codec.clone(),
-        parts.codec.vocab_size(),
         parts.stop_tokens.first().copied(),
         name,
     ));
