@@ -1406,7 +1406,9 @@ def write_pipeline(folder, cls, tok, text_spec, unet_cfg, vae_cfg, sched_cfg, se
 def test_image(rng, h, w):
     yy, xx = np.meshgrid(np.linspace(-1, 1, h), np.linspace(-1, 1, w), indexing="ij")
     base = np.stack([np.sin(3 * xx + 1.0) * np.cos(2 * yy), xx * yy, np.cos(4 * (xx + yy)) * 0.8])
-    return np.clip(base + 0.2 * rng.standard_normal((3, h, w)), -1, 1)[None]
+    image = np.clip(base + 0.2 * rng.standard_normal((3, h, w)), -1, 1)
+    # An 8-bit picture, as clients upload: byte b is b / 127.5 - 1 (diffusers' preprocessing).
+    return (np.round((image + 1) * 127.5) / 127.5 - 1)[None]
 
 
 def test_mask(h, w):

@@ -9,7 +9,10 @@
 //! voices from their ONNX files ([`vits`], on the native reader in [`onnx`]), checked against
 //! onnxruntime (`models/scripts/generate_vits_reference.py`); DCGAN image generators from PyTorch
 //! checkpoints ([`dcgan`]), checked against numpy (`models/scripts/generate_dcgan_reference.py`);
-//! RDN super-resolution from TF.js layers models ([`rdn`]), checked against UpscalerJS' own sample.
+//! RDN super-resolution from TF.js layers models ([`rdn`]), checked against UpscalerJS' own sample;
+//! Stable Diffusion pipelines from diffusers folders ([`diffusion`]: CLIP text encoder, UNet,
+//! VAE, five samplers), checked against a numpy reference of two tiny random-weight pipelines
+//! (`models/scripts/generate_diffusion_reference.py`, itself checked against diffusers).
 //!
 //! Models are synchronous and pure: no async runtime, no threads of their own. The server's
 //! engine thread owns them. On the CPU the heavy lifting runs in burn's Flex backend, which
@@ -36,6 +39,7 @@ mod causal_mask;
 pub mod chat_template;
 mod chat_tokenizer;
 pub mod dcgan;
+pub mod diffusion;
 mod embedding;
 mod error;
 mod float_bytes;

@@ -21,6 +21,15 @@ struct ShardIndex {
     weight_map: BTreeMap<String, String>,
 }
 
+/// The files a shard index names, each once, in order.
+fn shard_names(index: &Path) -> Result<Vec<String>, ModelError> {
+    let index: ShardIndex = read_json(index)?;
+    let mut files: Vec<String> = index.weight_map.into_values().collect();
+    files.sort();
+    files.dedup();
+    Ok(files)
+}
+
 /// A tensor as it is stored: its float type and where its bytes lie in its file's bytes.
 pub(crate) struct StoredTensor {
     pub kind: StoredFloat,
@@ -52,16 +61,34 @@ impl SafetensorsFolder {
     /// Opens `dir`: the shards named by `model.safetensors.index.json` when it exists, else
     /// `model.safetensors`.
     pub fn open(dir: &Path) -> Result<Self, ModelError> {
-        let index_path = dir.join("model.safetensors.index.json");
-        let names: Vec<String> = if index_path.is_file() {
-            let index: ShardIndex = read_json(&index_path)?;
-            let mut files: Vec<String> = index.weight_map.into_values().collect();
-            files.sort();
-            files.dedup();
-            files
-        } else {
-            vec!["model.safetensors".to_owned()]
-        };
+        let index = dir.join("model.safetensors.index.json");
+        if index.is_file() {
+            return Self::open_files(dir, shard_names(&index)?);
+        }
+        Self::open_files(dir, vec!["model.safetensors".to_owned()])
+    }
+
+    /// Opens the weights of a diffusers component folder, whose files are called `stem`
+    /// (`diffusion_pytorch_model` or `model`): `stem.safetensors` or its shard index, else the
+    /// half-precision variant `stem.fp16.safetensors` (or its index), as `from_pretrained`
+    /// falls back to when a folder holds only that variant.
+    pub fn open_stem(dir: &Path, stem: &str) -> Result<Self, ModelError> {
+        for variant in ["", ".fp16"] {
+            let index = dir.join(format!("{stem}{variant}.safetensors.index.json"));
+            if index.is_file() {
+                return Self::open_files(dir, shard_names(&index)?);
+            }
+            let single = format!("{stem}{variant}.safetensors");
+            if dir.join(&single).is_file() {
+                return Self::open_files(dir, vec![single]);
+            }
+        }
+        Err(ModelError::MissingFile {
+            path: dir.join(format!("{stem}.safetensors")),
+        })
+    }
+
+    fn open_files(dir: &Path, names: Vec<String>) -> Result<Self, ModelError> {
         let mut files = Vec::with_capacity(names.len());
         let mut index = HashMap::new();
         for name in names {
@@ -95,6 +122,13 @@ impl SafetensorsFolder {
     /// Whether the checkpoint has a tensor called `name`.
     pub fn contains(&self, name: &str) -> bool {
         self.index.contains_key(name)
+    }
+
+    /// How many dimensions tensor `name` has (`None`: no such tensor).
+    pub fn rank(&self, name: &str) -> Option<usize> {
+        let bytes = &self.files[*self.index.get(name)?].1;
+        let parsed = SafeTensors::deserialize(bytes).ok()?;
+        parsed.tensor(name).ok().map(|view| view.shape().len())
     }
 
     /// The values of tensor `name` as f32, checked against `shape`.

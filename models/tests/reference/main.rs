@@ -7,6 +7,10 @@ mod common;
 
 mod bert;
 mod dcgan;
+mod diffusion_clip;
+mod diffusion_models;
+mod diffusion_pipeline;
+mod diffusion_scheduler;
 mod gguf;
 mod llama;
 mod llama_quantised;
