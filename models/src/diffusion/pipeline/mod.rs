@@ -75,6 +75,17 @@ pub struct DiffusionPipeline {
     device: Device,
 }
 
+/// What diffusers' Stable Diffusion pipelines change in a scheduler config when they load it:
+/// `steps_offset` becomes 1 (also when absent: every scheduler class defaults it to 0), and
+/// outside inpainting `clip_sample` becomes false (x₀ of a latent is not bounded by ±1; DDIM
+/// defaults it to true).
+fn patch_scheduler(config: &mut SchedulerConfig, pipeline: &str) {
+    config.steps_offset = Some(1);
+    if pipeline != "StableDiffusionInpaintPipeline" {
+        config.clip_sample = Some(false);
+    }
+}
+
 /// The sampler a scheduler config's class stands for; Euler for a class nobody maps.
 fn default_sampler(config: &SchedulerConfig) -> SamplerKind {
     config
@@ -118,7 +129,8 @@ impl DiffusionPipeline {
         let t = Instant::now();
         let vae = Vae::load(dir, device, options.encoder)?;
         timed("vae", t);
-        let scheduler = SchedulerConfig::load(&dir.join("scheduler/scheduler_config.json"))?;
+        let mut scheduler = SchedulerConfig::load(&dir.join("scheduler/scheduler_config.json"))?;
+        patch_scheduler(&mut scheduler, &index.class_name);
         let default_sampler = default_sampler(&scheduler);
         if text_encoder.hidden_size() != unet.context_width() {
             return Err(ModelError::Config {
@@ -177,6 +189,11 @@ impl DiffusionPipeline {
     pub fn set_scheduler(&mut self, config: SchedulerConfig) {
         self.default_sampler = default_sampler(&config);
         self.scheduler = config;
+    }
+
+    /// Layers of the text encoder (`clip_skip` must leave at least one).
+    pub fn text_encoder_layers(&self) -> usize {
+        self.text_encoder.config().num_hidden_layers
     }
 
     /// Whether the UNet is an inpainting one (9 input channels).

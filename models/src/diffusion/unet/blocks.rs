@@ -49,10 +49,68 @@ pub(crate) struct Attending {
     pub layers: usize,
 }
 
+/// A level's resnets, each followed by a spatial transformer when the level attends.
 #[derive(Debug)]
-pub(crate) struct DownBlock {
+struct Layers {
     resnets: Vec<ResnetBlock>,
     attentions: Vec<SpatialTransformer>,
+}
+
+impl Layers {
+    /// `inputs(j)` is the channel count resnet `j` takes.
+    fn load(
+        weights: &ComponentWeights,
+        prefix: &str,
+        shape: LevelShape,
+        (outputs, layers): (usize, usize),
+        inputs: impl Fn(usize) -> usize,
+        attending: Option<Attending>,
+    ) -> Result<Self, ModelError> {
+        let mut resnets = Vec::with_capacity(layers);
+        let mut attentions = Vec::new();
+        for j in 0..layers {
+            resnets.push(ResnetBlock::load(
+                weights,
+                &format!("{prefix}.resnets.{j}"),
+                shape.resnet(inputs(j), outputs, 1.0),
+            )?);
+            if let Some(a) = attending {
+                attentions.push(SpatialTransformer::load(
+                    weights,
+                    &format!("{prefix}.attentions.{j}"),
+                    shape.transformer(outputs, a.heads, a.layers),
+                )?);
+            }
+        }
+        Ok(Self {
+            resnets,
+            attentions,
+        })
+    }
+
+    fn len(&self) -> usize {
+        self.resnets.len()
+    }
+
+    /// Resnet `j` (and its transformer) on `x`.
+    fn run(
+        &self,
+        j: usize,
+        x: Tensor<4>,
+        time: &Tensor<2>,
+        context: &Tensor<3>,
+    ) -> Result<Tensor<4>, ModelError> {
+        let x = self.resnets[j].forward(x, Some(time));
+        match self.attentions.get(j) {
+            Some(attention) => attention.forward(x, context),
+            None => Ok(x),
+        }
+    }
+}
+
+#[derive(Debug)]
+pub(crate) struct DownBlock {
+    layers: Layers,
     downsampler: Option<Downsample>,
 }
 
@@ -68,29 +126,13 @@ impl DownBlock {
         attending: Option<Attending>,
         downsample: bool,
     ) -> Result<Self, ModelError> {
-        let mut resnets = Vec::with_capacity(layers);
-        let mut attentions = Vec::new();
-        for j in 0..layers {
-            let from = if j == 0 { inputs } else { outputs };
-            resnets.push(ResnetBlock::load(
-                weights,
-                &format!("{prefix}.resnets.{j}"),
-                shape.resnet(from, outputs, 1.0),
-            )?);
-            if let Some(a) = attending {
-                attentions.push(SpatialTransformer::load(
-                    weights,
-                    &format!("{prefix}.attentions.{j}"),
-                    shape.transformer(outputs, a.heads, a.layers),
-                )?);
-            }
-        }
+        let from = |j: usize| if j == 0 { inputs } else { outputs };
+        let layers = Layers::load(weights, prefix, shape, (outputs, layers), from, attending)?;
         let downsampler = downsample
             .then(|| Downsample::load(weights, &format!("{prefix}.downsamplers.0"), outputs, 1))
             .transpose()?;
         Ok(Self {
-            resnets,
-            attentions,
+            layers,
             downsampler,
         })
     }
@@ -103,11 +145,8 @@ impl DownBlock {
         context: &Tensor<3>,
         skips: &mut Vec<Tensor<4>>,
     ) -> Result<Tensor<4>, ModelError> {
-        for (j, resnet) in self.resnets.iter().enumerate() {
-            x = resnet.forward(x, Some(time));
-            if let Some(attention) = self.attentions.get(j) {
-                x = attention.forward(x, context)?;
-            }
+        for j in 0..self.layers.len() {
+            x = self.layers.run(j, x, time, context)?;
             skips.push(x.clone());
         }
         if let Some(down) = &self.downsampler {
@@ -160,8 +199,7 @@ impl MidBlock {
 
 #[derive(Debug)]
 pub(crate) struct UpBlock {
-    resnets: Vec<ResnetBlock>,
-    attentions: Vec<SpatialTransformer>,
+    layers: Layers,
     upsampler: Option<Upsample>,
 }
 
@@ -189,32 +227,17 @@ impl UpBlock {
             outputs,
             skip_last,
         } = channels;
-        let mut resnets = Vec::with_capacity(layers);
-        let mut attentions = Vec::new();
-        for j in 0..layers {
+        // Resnet j joins the level below (or its own previous output) with skip connection j;
+        // the last skip comes from the down level one wider.
+        let from = |j: usize| {
             let skip = if j == layers - 1 { skip_last } else { outputs };
-            let from = if j == 0 { previous } else { outputs };
-            resnets.push(ResnetBlock::load(
-                weights,
-                &format!("{prefix}.resnets.{j}"),
-                shape.resnet(from + skip, outputs, 1.0),
-            )?);
-            if let Some(a) = attending {
-                attentions.push(SpatialTransformer::load(
-                    weights,
-                    &format!("{prefix}.attentions.{j}"),
-                    shape.transformer(outputs, a.heads, a.layers),
-                )?);
-            }
-        }
+            (if j == 0 { previous } else { outputs }) + skip
+        };
+        let layers = Layers::load(weights, prefix, shape, (outputs, layers), from, attending)?;
         let upsampler = upsample
             .then(|| Upsample::load(weights, &format!("{prefix}.upsamplers.0"), outputs))
             .transpose()?;
-        Ok(Self {
-            resnets,
-            attentions,
-            upsampler,
-        })
+        Ok(Self { layers, upsampler })
     }
 
     /// Runs the level on `x`, taking its skip connections off the end of `skips`; the
@@ -226,14 +249,13 @@ impl UpBlock {
         context: &Tensor<3>,
         skips: &mut Vec<Tensor<4>>,
     ) -> Result<Tensor<4>, ModelError> {
-        for (j, resnet) in self.resnets.iter().enumerate() {
+        for j in 0..self.layers.len() {
             let skip = skips
                 .pop()
                 .ok_or_else(|| ModelError::Backend("UNet ran out of skip connections".into()))?;
-            x = resnet.forward(Tensor::cat(vec![x, skip], 1), Some(time));
-            if let Some(attention) = self.attentions.get(j) {
-                x = attention.forward(x, context)?;
-            }
+            x = self
+                .layers
+                .run(j, Tensor::cat(vec![x, skip], 1), time, context)?;
         }
         if let Some(up) = &self.upsampler {
             let [_, _, h, w] = x.dims();
