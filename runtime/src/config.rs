@@ -154,7 +154,28 @@ pub struct DeploymentConfig {
     /// (name or id). Unmapped OpenAI names speak with the first speaker.
     #[serde(default)]
     pub voices: std::collections::BTreeMap<String, String>,
+    /// Images from a diffusers pipeline: the defaults of the request's extension parameters.
+    #[serde(default)]
+    pub diffusion: DiffusionDefaults,
     pub targets: Vec<TargetConfig>,
+}
+
+/// `[deployments.diffusion]`: what a generation or edit uses when the request does not say.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct DiffusionDefaults {
+    /// Denoising steps (default 25; SD-Turbo and LCM pipelines want 1 to 4).
+    pub steps: Option<usize>,
+    /// Classifier-free guidance (default 7.5; 1 or less turns it off, as SD-Turbo needs).
+    pub guidance_scale: Option<f64>,
+    /// What the images should not show (default: nothing).
+    pub negative_prompt: Option<String>,
+    /// `euler`, `euler_a`, `ddim`, `dpm++_2m` or `lcm` (default: the folder's scheduler).
+    pub sampler: Option<String>,
+    /// Text-encoder layers to skip from the end (default 0).
+    pub clip_skip: Option<usize>,
+    /// Edits without a mask: how much of the schedule runs (default 0.75).
+    pub strength: Option<f64>,
 }
 
 /// What a deployment serves.

@@ -240,15 +240,6 @@ fn load_backend(config: &DeploymentConfig) -> (DeploymentState, Option<Backend>)
         }
         ModelKind::Image => {
             let family = ImageFamily::detect(source);
-            if family == ImageFamily::Diffusers {
-                return (
-                    DeploymentState::Unavailable(format!(
-                        "{} is a diffusers pipeline, and this build has no diffusion engine yet",
-                        source.display()
-                    )),
-                    None,
-                );
-            }
             let defaults = ImageOptions::default();
             let options = ImageOptions {
                 max_batch: config.max_batch_size.unwrap_or(defaults.max_batch),

@@ -73,8 +73,9 @@ def test_bad_request_names_the_param(server):
     assert err.value.body["code"] == "model_not_supported"
 
 
-def test_a_model_without_an_engine_is_an_honest_501(tmp_path):
-    # A diffusers pipeline folder: recognised, but this build has no diffusion engine yet.
+def test_a_broken_diffusers_folder_is_a_503_naming_the_missing_file(tmp_path):
+    # A diffusers pipeline folder with nothing but its index: the deployment fails to load,
+    # the rest of the server runs, and requests say which file is missing.
     pipeline = tmp_path / "sd-pipeline"
     pipeline.mkdir()
     (pipeline / "model_index.json").write_text('{"_class_name": "StableDiffusionPipeline"}')
@@ -90,9 +91,10 @@ kind = "image"
     try:
         with pytest.raises(openai.APIStatusError) as err:
             client(server).images.generate(model="sd", prompt="a face")
-        assert err.value.status_code == 501
-        assert err.value.body["code"] == "not_implemented"
-        assert "diffusion" in err.value.body["message"]
+        assert err.value.status_code == 503
+        assert "tokenizer/vocab.json" in err.value.body["message"]
+        faces = client(server).images.generate(model="faces", prompt="a face")
+        assert len(faces.data) == 1
     finally:
         server.stop()
 

@@ -255,6 +255,22 @@ impl Params<'_> {
         }
     }
 
+    /// A number parameter: a JSON number or, from a form, its decimal text.
+    pub fn number(&self, key: &str) -> Result<Option<f64>> {
+        let bad = || HearthError::invalid_param(key, format!("`{key}` must be a number"));
+        let value = match self.0.get(key) {
+            None | Some(Value::Null) => return Ok(None),
+            Some(Value::Number(n)) => n.as_f64().ok_or_else(bad)?,
+            Some(Value::String(s)) => s.trim().parse().map_err(|_| bad())?,
+            Some(_) => return Err(bad()),
+        };
+        if value.is_finite() {
+            Ok(Some(value))
+        } else {
+            Err(bad())
+        }
+    }
+
     /// A boolean parameter: JSON `true`/`false` or, from a form, the word.
     pub fn boolean(&self, key: &str) -> Result<Option<bool>> {
         match self.0.get(key) {

@@ -18,6 +18,7 @@ use serde_json::{Map, Value};
 use utoipa::ToSchema;
 
 use super::AppState;
+use super::image_diffusion::{self, Diffusion, EventShape};
 use super::image_inputs::{ImageInputs, Params, read_json, read_multipart};
 use super::inference::{ModelHeader, admit, header_model, unserved};
 use super::openapi_schemas::{ImageEditForm, ImageEditJson, ImageGenerationRequest};
@@ -25,9 +26,12 @@ use super::usage::UsageSink;
 use crate::auth::Identity;
 use crate::config::ModelKind;
 use crate::deployments::Deployment;
-use crate::engine::{Backend, ImageEngine, ImageFacts};
+use crate::engine::{
+    Backend, DiffusionEngine, DiffusionEvent, DiffusionWork, ImageEngine, ImageFacts,
+};
 use crate::error::{ErrorEnvelope, HearthError, Result};
 use crate::images::{Mask, OutputFormat, blend, decode_upload, encode};
+use hearth_models::diffusion::pipeline::Start;
 
 const GENERATIONS: &str = "/v1/images/generations";
 const EDITS: &str = "/v1/images/edits";
@@ -52,6 +56,15 @@ pub(super) const COMMON: [&str; 12] = [
 ];
 pub(super) const GENERATION_ONLY: [&str; 3] = ["style", "moderation", "partial_images"];
 pub(super) const EDIT_ONLY: [&str; 2] = ["input_fidelity", "partial_images"];
+
+/// The parameters a deployment accepts beyond OpenAI's: a diffusion pipeline's extensions.
+fn extensions(facts: &ImageFacts) -> &'static [&'static str] {
+    if facts.family == "diffusion" {
+        &image_diffusion::EXTENSIONS
+    } else {
+        &[]
+    }
+}
 
 /// How results are returned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -144,22 +157,26 @@ fn parse_options(params: &Params, facts: &ImageFacts) -> Result<Options> {
     one_of(params, "moderation", &["auto", "low"])?;
     one_of(params, "input_fidelity", &["high", "low"])?;
     params.string("user")?;
-    if params.boolean("stream")? == Some(true) {
-        return Err(HearthError::invalid_param(
-            "stream",
-            format!(
-                "this {} model makes each image in one step, so there is nothing to stream; omit stream",
-                facts.family
-            ),
-        ));
-    }
-    match params.integer("partial_images")? {
-        None | Some(0) => {}
-        Some(_) => {
+    // A diffusion pipeline streams partial images (its own checks); the others make each
+    // image in one step.
+    if facts.family != "diffusion" {
+        if params.boolean("stream")? == Some(true) {
             return Err(HearthError::invalid_param(
-                "partial_images",
-                "partial images need stream, which this model does not offer",
+                "stream",
+                format!(
+                    "this {} model makes each image in one step, so there is nothing to stream; omit stream",
+                    facts.family
+                ),
             ));
+        }
+        match params.integer("partial_images")? {
+            None | Some(0) => {}
+            Some(_) => {
+                return Err(HearthError::invalid_param(
+                    "partial_images",
+                    "partial images need stream, which this model does not offer",
+                ));
+            }
         }
     }
     let seed = match params.integer("seed")? {
@@ -338,6 +355,98 @@ async fn respond(
     .into_response())
 }
 
+/// A diffusion request on its way to the worker.
+struct DiffusionRun<'a> {
+    engine: &'a DiffusionEngine,
+    work: DiffusionWork,
+    settings: &'a Diffusion,
+    /// The streamed events' type prefix: `image_generation` or `image_edit`.
+    events: &'static str,
+}
+
+/// Runs a diffusion request: the whole answer at the end, or (`stream`) each partial and
+/// finished picture as a server-sent event as soon as it exists.
+async fn run_diffusion(
+    state: &AppState,
+    identity: &Identity,
+    deployment: &Deployment,
+    headers: &HeaderMap,
+    run: DiffusionRun<'_>,
+    options: &Options,
+) -> Result<Response> {
+    let usage = UsageSink::new(state, identity, deployment.name());
+    if !run.settings.stream {
+        let images = image_diffusion::collect(run.engine, run.work).await?;
+        usage.record_images(images.len() as u64);
+        return respond(state, headers, images, options, Some(options.seed)).await;
+    }
+    if options.delivery == Delivery::Url {
+        return Err(HearthError::invalid_param(
+            "response_format",
+            "a streamed image arrives as b64_json; omit response_format or set it to b64_json",
+        ));
+    }
+    let mut events = run.engine.submit(run.work)?;
+    let shape = EventShape {
+        prefix: run.events,
+        size: format!("{}x{}", run.settings.width, run.settings.height),
+        quality: options.quality_label.clone(),
+        output_format: options.format.as_str(),
+    };
+    let (format, quality) = (options.format, options.quality);
+    let (sse, response) = super::sse::channel_response();
+    tokio::spawn(async move {
+        let mut finished = 0u64;
+        loop {
+            // A client that went away drops `events` at once, which cancels the rest of the
+            // work at the worker's next step, not at the next picture.
+            let event = tokio::select! {
+                event = events.recv() => event,
+                () = sse.closed() => None,
+            };
+            let Some(event) = event else { break };
+            let (image, partial, picture) = match event {
+                DiffusionEvent::Partial {
+                    image,
+                    index,
+                    picture,
+                } => (image, Some(index), picture),
+                DiffusionEvent::Finished { image, picture } => (image, None, picture),
+                DiffusionEvent::Failed(e) => {
+                    sse.error(&e).await;
+                    break;
+                }
+            };
+            let encoded = tokio::task::spawn_blocking(move || encode(&picture, format, quality))
+                .await
+                .map_err(|e| HearthError::Internal(format!("encoding task failed: {e}")))
+                .and_then(|r| r);
+            let b64 = match encoded {
+                Ok(bytes) => base64::engine::general_purpose::STANDARD.encode(bytes),
+                Err(e) => {
+                    sse.error(&e).await;
+                    break;
+                }
+            };
+            let chunk = match partial {
+                Some(index) => shape.partial(image, index, b64),
+                None => {
+                    finished += 1;
+                    shape.completed(image, b64)
+                }
+            };
+            // A client that went away drops `events`, which cancels the rest of the work.
+            if !sse.json(&chunk).await {
+                break;
+            }
+        }
+        if finished > 0 {
+            usage.record_images(finished);
+        }
+    });
+    Ok(response)
+}
+
 #[utoipa::path(post, path = "/v1/images/generations", tag = "inference", security(("bearer" = [])),
     request_body = ImageGenerationRequest, params(ModelHeader),
     responses(
@@ -373,10 +482,33 @@ pub async fn generations(
         ));
     };
     let params = Params(&body);
-    let known: Vec<&str> = COMMON.iter().chain(&GENERATION_ONLY).copied().collect();
+    let known: Vec<&str> = COMMON
+        .iter()
+        .chain(&GENERATION_ONLY)
+        .chain(extensions(facts))
+        .copied()
+        .collect();
     params.only(&known, GENERATIONS)?;
     prompt(&params, true)?;
     let options = parse_options(&params, facts)?;
+    if let Some(diffusion) = engine.diffusion() {
+        let settings = image_diffusion::parse(
+            &params,
+            facts,
+            &deployment.config.diffusion,
+            options.size.as_deref(),
+            None,
+            diffusion.facts(),
+        )?;
+        let work = image_diffusion::work(&settings, options.seed, options.n, Start::Noise);
+        let run = DiffusionRun {
+            engine: diffusion,
+            work,
+            settings: &settings,
+            events: "image_generation",
+        };
+        return run_diffusion(&state, &identity, deployment, &headers, run, &options).await;
+    }
     if let Some(size) = &options.size
         && !facts.sizes.contains(size)
     {
@@ -444,6 +576,31 @@ pub async fn edits(
         mask,
     } = inputs;
     let (options, originals, mask) = parse_edit(&params, facts, images, mask).await?;
+    if let Some(diffusion) = engine.diffusion() {
+        let params = Params(&params);
+        let settings = image_diffusion::parse(
+            &params,
+            facts,
+            &deployment.config.diffusion,
+            options.size.as_deref(),
+            Some(originals[0].dimensions()),
+            diffusion.facts(),
+        )?;
+        let start = image_diffusion::edit_start(
+            &settings,
+            &originals[0],
+            mask.as_ref(),
+            diffusion.facts().inpainting,
+        )?;
+        let work = image_diffusion::work(&settings, options.seed, options.n, start);
+        let run = DiffusionRun {
+            engine: diffusion,
+            work,
+            settings: &settings,
+            events: "image_edit",
+        };
+        return run_diffusion(&state, &identity, deployment, &headers, run, &options).await;
+    }
     // The originals are needed again only to blend with a mask.
     let kept = mask.as_ref().map(|_| originals.clone());
     let upscaled = engine.upscale(originals).await?;
@@ -476,7 +633,12 @@ async fn parse_edit(
     mask: Option<Vec<u8>>,
 ) -> Result<(Options, Vec<RgbImage>, Option<Mask>)> {
     let params = Params(params);
-    let known: Vec<&str> = COMMON.iter().chain(&EDIT_ONLY).copied().collect();
+    let known: Vec<&str> = COMMON
+        .iter()
+        .chain(&EDIT_ONLY)
+        .chain(extensions(facts))
+        .copied()
+        .collect();
     params.only(&known, EDITS)?;
     prompt(&params, facts.uses_prompt)?;
     let options = parse_options(&params, facts)?;
@@ -534,7 +696,13 @@ async fn parse_edit(
         }
     }
     let scale = facts.scale.unwrap_or(1);
-    if let Some(size) = &options.size {
+    // A diffusion pipeline makes any size in its range from any picture (checked with its
+    // other settings).
+    if let Some(size) = options
+        .size
+        .as_ref()
+        .filter(|_| facts.family != "diffusion")
+    {
         for original in &originals {
             let makes = format!("{}x{}", original.width() * scale, original.height() * scale);
             if size != &makes {

@@ -9,6 +9,7 @@ pub mod drain;
 mod embeddings;
 mod extract;
 mod health;
+pub(crate) mod image_diffusion;
 mod image_inputs;
 mod images;
 pub mod inference;

@@ -75,6 +75,7 @@ mod tests {
     use serde_json::Value;
 
     use super::document;
+    use crate::api::image_diffusion::EXTENSIONS;
     use crate::api::images::{COMMON, EDIT_ONLY, GENERATION_ONLY};
     use crate::api::sampling_params::{MAX_CHOICES, MAX_TOP_LOGPROBS};
 
@@ -180,6 +181,7 @@ mod tests {
         let generation: BTreeSet<String> = COMMON
             .iter()
             .chain(&GENERATION_ONLY)
+            .chain(&EXTENSIONS)
             .map(|s| (*s).to_owned())
             .collect();
         assert_eq!(
@@ -189,6 +191,7 @@ mod tests {
         let edit: BTreeSet<String> = COMMON
             .iter()
             .chain(&EDIT_ONLY)
+            .chain(&EXTENSIONS)
             .map(|s| (*s).to_owned())
             .collect();
         let form = names(&schema(doc, "ImageEditForm")["properties"]);

@@ -9,6 +9,7 @@ use utoipa::openapi::{RefOr, Schema};
 
 use super::images::{MAX_N, MAX_PROMPT_CHARS};
 use crate::audio::AudioFormat;
+use crate::engine::SAMPLERS;
 
 /// A schema-only type named for the document, whose schema is a JSON literal. utoipa's own
 /// schema type cannot hold every keyword (`anyOf` beside others, `propertyNames`), so the
@@ -239,8 +240,21 @@ fn image_params(edit: bool) -> Map<String, Value> {
         "user": {"type": ["string", "null"]},
         "seed": {"type": ["integer", "null"], "minimum": 0, "maximum": u64::MAX,
             "description": "Hearth's: image i uses seed + i"},
-        "stream": {"type": ["boolean", "null"], "enum": [false, null], "description": "images come whole"},
-        "partial_images": {"type": ["integer", "null"], "enum": [0, null]},
+        "stream": {"type": ["boolean", "null"],
+            "description": "diffusion pipelines: server-sent image events; other models make each image whole (true is a 400)"},
+        "partial_images": {"type": ["integer", "null"], "minimum": 0, "maximum": 3,
+            "description": "diffusion pipelines, with stream"},
+        "steps": {"type": ["integer", "null"], "minimum": 1, "maximum": 150,
+            "description": "Hearth's, diffusion pipelines: denoising steps"},
+        "guidance_scale": {"type": ["number", "null"], "minimum": 0, "maximum": 50,
+            "description": "Hearth's, diffusion pipelines: classifier-free guidance (≤ 1: off)"},
+        "negative_prompt": {"type": ["string", "null"],
+            "description": "Hearth's, diffusion pipelines: what the image should not show"},
+        "sampler": text(&SAMPLERS),
+        "clip_skip": {"type": ["integer", "null"], "minimum": 0, "maximum": 8,
+            "description": "Hearth's, diffusion pipelines: text-encoder layers skipped from the end"},
+        "strength": {"type": ["number", "null"], "exclusiveMinimum": 0, "maximum": 1,
+            "description": "Hearth's, diffusion edits: how much of the picture is redrawn (a 400 on generations)"},
     });
     let extra = if edit {
         json!({"input_fidelity": text(&["high", "low"])})

@@ -42,6 +42,11 @@ impl SseSender {
         let _ = self.json(&error.to_body()).await;
     }
 
+    /// Resolves once the client has gone (the response body was dropped).
+    pub async fn closed(&self) {
+        self.tx.closed().await;
+    }
+
     /// Sends `[DONE]`.
     pub async fn done(&self) {
         let _ = self.tx.send(Event::default().data("[DONE]")).await;

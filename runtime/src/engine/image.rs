@@ -11,6 +11,7 @@ use hearth_models::rdn::Upscaler;
 use image::RgbImage;
 use tokio::sync::oneshot;
 
+use super::diffusion::{DiffusionEngine, DiffusionFacts, DiffusionOptions};
 use super::worker::{Jobs, WorkQueue};
 use crate::config::DeviceChoice;
 use crate::error::{HearthError, Result};
@@ -40,8 +41,9 @@ pub enum ImageFamily {
     Dcgan(PathBuf),
     /// A TF.js layers super-resolution model: edits (upscales).
     Upscaler(PathBuf),
-    /// A diffusers pipeline folder (`model_index.json`): not in this build yet.
-    Diffusers,
+    /// A diffusers pipeline folder (`model_index.json`): Stable Diffusion 1.x/2.x, SD-Turbo
+    /// and their inpainting variants.
+    Diffusers(PathBuf),
 }
 
 impl ImageFamily {
@@ -49,7 +51,7 @@ impl ImageFamily {
     pub fn detect(source: &Path) -> Self {
         if source.is_dir() {
             if source.join("model_index.json").exists() {
-                return Self::Diffusers;
+                return Self::Diffusers(source.to_path_buf());
             }
             if source.join("model.json").exists() {
                 return Self::Upscaler(source.join("model.json"));
@@ -92,6 +94,22 @@ pub struct ImageFacts {
     /// Most images an edit request may upload.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_input_images: Option<usize>,
+    /// A diffusion pipeline: the sizes `size` may name (any `WxH` within these).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub size_range: Option<SizeRange>,
+    /// A diffusion pipeline: the samplers a request's `sampler` may name, and its default.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub samplers: Vec<String>,
+}
+
+/// The sizes a diffusion pipeline makes: both sides multiples of `multiple` from `min` to
+/// `max`; `auto` is `default`.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct SizeRange {
+    pub multiple: usize,
+    pub min: usize,
+    pub max: usize,
+    pub default: usize,
 }
 
 impl ImageFacts {
@@ -101,6 +119,35 @@ impl ImageFacts {
 
     pub fn edits(&self) -> bool {
         self.capabilities.iter().any(|c| c == "edit")
+    }
+}
+
+/// The samplers a request may name.
+pub const SAMPLERS: [&str; 5] = ["euler", "euler_a", "ddim", "dpm++_2m", "lcm"];
+
+fn diffusion_facts(facts: &DiffusionFacts) -> ImageFacts {
+    let native = facts.limits.native;
+    let mut capabilities = Vec::new();
+    if !facts.inpainting {
+        capabilities.push("generate".to_owned());
+    }
+    if facts.can_edit {
+        capabilities.push("edit".to_owned());
+    }
+    ImageFacts {
+        capabilities,
+        family: "diffusion".into(),
+        uses_prompt: true,
+        sizes: vec![format!("{native}x{native}")],
+        scale: None,
+        max_input_images: Some(1),
+        size_range: Some(SizeRange {
+            multiple: facts.limits.multiple,
+            min: facts.limits.min,
+            max: facts.limits.max,
+            default: native,
+        }),
+        samplers: SAMPLERS.iter().map(|s| (*s).to_owned()).collect(),
     }
 }
 
@@ -127,10 +174,19 @@ struct Job {
     span: tracing::Span,
 }
 
+/// What runs an image deployment.
+#[derive(Debug)]
+enum Runner {
+    /// A generator or upscaler on the batching worker below.
+    Single(WorkQueue<Job>),
+    /// A diffusion pipeline on its stepping worker.
+    Diffusion(DiffusionEngine),
+}
+
 /// The HTTP side's handle.
 #[derive(Debug)]
 pub struct ImageEngine {
-    queue: WorkQueue<Job>,
+    runner: Runner,
     facts: ImageFacts,
     device_name: String,
 }
@@ -151,6 +207,23 @@ impl ImageEngine {
     ) -> Result<Self> {
         let (device, device_name) = super::select_device(device)?;
         let max_batch = options.max_batch.max(1);
+        if let ImageFamily::Diffusers(folder) = family {
+            let engine = DiffusionEngine::start(
+                name,
+                folder,
+                device,
+                DiffusionOptions {
+                    max_batch,
+                    max_queued: options.max_queued,
+                },
+            )?;
+            let facts = diffusion_facts(engine.facts());
+            return Ok(Self {
+                runner: Runner::Diffusion(engine),
+                facts,
+                device_name,
+            });
+        }
         let (queue, facts) = WorkQueue::start(
             "image",
             format!("image-{name}"),
@@ -174,6 +247,8 @@ impl ImageEngine {
                             sizes: vec![format!("{side}x{side}")],
                             scale: None,
                             max_input_images: None,
+                            size_range: None,
+                            samplers: Vec::new(),
                         };
                         (Model::Generator(model), facts)
                     }
@@ -186,24 +261,30 @@ impl ImageEngine {
                             sizes: Vec::new(),
                             scale: Some(model.scale() as u32),
                             max_input_images: Some(MAX_EDIT_IMAGES),
+                            size_range: None,
+                            samplers: Vec::new(),
                         };
                         (Model::Upscaler(model), facts)
                     }
-                    ImageFamily::Diffusers => {
-                        return Err(HearthError::NotImplemented(
-                            "diffusion pipelines are not in this build yet".into(),
-                        ));
-                    }
+                    ImageFamily::Diffusers(_) => unreachable!("started above"),
                 };
                 Ok((model, facts))
             },
             move |model, jobs| run_worker(&model, &jobs, max_batch),
         )?;
         Ok(Self {
-            queue,
+            runner: Runner::Single(queue),
             facts,
             device_name,
         })
+    }
+
+    /// The diffusion pipeline, when this deployment is one.
+    pub fn diffusion(&self) -> Option<&DiffusionEngine> {
+        match &self.runner {
+            Runner::Diffusion(engine) => Some(engine),
+            Runner::Single(_) => None,
+        }
     }
 
     pub fn device_name(&self) -> &str {
@@ -218,8 +299,13 @@ impl ImageEngine {
         &self,
         work: Work,
     ) -> Result<oneshot::Receiver<std::result::Result<Vec<RgbImage>, ModelError>>> {
+        let Runner::Single(queue) = &self.runner else {
+            return Err(HearthError::invalid(
+                "this is a diffusion pipeline: it takes a prompt, not a seed list",
+            ));
+        };
         let (reply, answer) = oneshot::channel();
-        self.queue.submit(Job {
+        queue.submit(Job {
             work,
             reply,
             span: tracing::Span::current(),
@@ -249,7 +335,7 @@ async fn receive(
         .map_err(model_error)
 }
 
-fn model_error(e: ModelError) -> HearthError {
+pub(super) fn model_error(e: ModelError) -> HearthError {
     match e {
         ModelError::InvalidInput(message) => HearthError::invalid(message),
         ModelError::MissingFile { .. } | ModelError::Io { .. } => {

@@ -3,6 +3,7 @@
 //! for every modality). One module per model family's serving loop.
 
 mod device;
+mod diffusion;
 mod embedding;
 pub mod generation;
 mod grammar;
@@ -15,10 +16,13 @@ mod transcription;
 mod worker;
 
 pub use device::{DeviceReport, list_devices, select_device};
+pub use diffusion::{DiffusionEngine, DiffusionEvent, DiffusionFacts, DiffusionWork};
 pub use embedding::{EmbeddingEngine, EmbeddingOptions};
 pub use generation::TokenConstraint;
 pub use grammar::{GrammarConstraint, GrammarEngine, LazyGrammar};
-pub use image::{ImageEngine, ImageFacts, ImageFamily, ImageOptions, MAX_EDIT_IMAGES};
+pub use image::{
+    ImageEngine, ImageFacts, ImageFamily, ImageOptions, MAX_EDIT_IMAGES, SAMPLERS, SizeRange,
+};
 pub use llama::start_llama;
 pub use speech::{SpeechEngine, SpeechEvent, SpeechOptions};
 pub use text::{ChoiceEvent, ChoiceStream, TextCodec, TextEngine};

@@ -43,6 +43,21 @@ impl Mask {
         !self.editable.contains(&true)
     }
 
+    /// The mask at `width`×`height` (nearest pixel), one byte a pixel: 255 where the image may
+    /// be redrawn, 0 where it is kept.
+    pub fn editable_grey(&self, width: u32, height: u32) -> Vec<u8> {
+        (0..height)
+            .flat_map(|y| (0..width).map(move |x| (x, y)))
+            .map(|(x, y)| {
+                if self.editable_at(x, y, width, height) {
+                    255
+                } else {
+                    0
+                }
+            })
+            .collect()
+    }
+
     /// Whether the pixel at `(x, y)` of an image `scale`d from the mask's size is editable.
     fn editable_at(&self, x: u32, y: u32, out_width: u32, out_height: u32) -> bool {
         let mx = (u64::from(x) * u64::from(self.width) / u64::from(out_width)) as u32;
