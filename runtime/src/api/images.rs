@@ -59,7 +59,7 @@ pub(super) const EDIT_ONLY: [&str; 2] = ["input_fidelity", "partial_images"];
 
 /// The parameters a deployment accepts beyond OpenAI's: a diffusion pipeline's extensions.
 fn extensions(facts: &ImageFacts) -> &'static [&'static str] {
-    if facts.family == "diffusion" {
+    if facts.is_diffusion() {
         &image_diffusion::EXTENSIONS
     } else {
         &[]
@@ -159,7 +159,7 @@ fn parse_options(params: &Params, facts: &ImageFacts) -> Result<Options> {
     params.string("user")?;
     // A diffusion pipeline streams partial images (its own checks); the others make each
     // image in one step.
-    if facts.family != "diffusion" {
+    if !facts.is_diffusion() {
         if params.boolean("stream")? == Some(true) {
             return Err(HearthError::invalid_param(
                 "stream",
@@ -698,11 +698,7 @@ async fn parse_edit(
     let scale = facts.scale.unwrap_or(1);
     // A diffusion pipeline makes any size in its range from any picture (checked with its
     // other settings).
-    if let Some(size) = options
-        .size
-        .as_ref()
-        .filter(|_| facts.family != "diffusion")
-    {
+    if let Some(size) = options.size.as_ref().filter(|_| !facts.is_diffusion()) {
         for original in &originals {
             let makes = format!("{}x{}", original.width() * scale, original.height() * scale);
             if size != &makes {

@@ -27,9 +27,6 @@ pub struct DiffusionFacts {
     pub default_sampler: SamplerKind,
     pub inpainting: bool,
     pub can_edit: bool,
-    /// Guidance-distilled (LCM): `guidance_scale` is an input of the UNet.
-    pub embeds_guidance: bool,
-    pub class_name: String,
     /// Layers of the text encoder (`clip_skip` must leave one).
     pub text_layers: usize,
 }
@@ -108,8 +105,6 @@ impl DiffusionEngine {
                     default_sampler: pipeline.default_sampler(),
                     inpainting: pipeline.is_inpainting(),
                     can_edit: pipeline.can_edit(),
-                    embeds_guidance: pipeline.embeds_guidance(),
-                    class_name: pipeline.class_name().to_owned(),
                     text_layers: pipeline.text_encoder_layers(),
                 };
                 Ok((pipeline, facts))

@@ -120,6 +120,11 @@ impl ImageFacts {
     pub fn edits(&self) -> bool {
         self.capabilities.iter().any(|c| c == "edit")
     }
+
+    /// Whether a diffusion pipeline serves it (free sizes, extensions, streaming).
+    pub fn is_diffusion(&self) -> bool {
+        self.size_range.is_some()
+    }
 }
 
 /// The samplers a request may name.

@@ -345,26 +345,28 @@ impl DiffusionPipeline {
                         .with_output_size([shape[2], shape[3]]),
                 );
                 // Full strength starts from pure noise, as diffusers' inpainting does; less
-                // starts from the picture noised to the first step's level.
-                let start_from = |picture_latent: Tensor<4>| {
-                    if *strength >= 1.0 {
-                        fresh()
-                    } else {
-                        scheduler.add_noise(picture_latent, noise.clone(), first)
+                // starts from the picture noised to the first step's level. A 9-channel UNet at
+                // full strength never needs the whole picture's latent, so it is not encoded.
+                let picture_latent = (!self.is_inpainting() || *strength < 1.0)
+                    .then(|| self.encode_picture(pixels.clone()))
+                    .transpose()?;
+                let latent = match &picture_latent {
+                    Some(picture) if *strength < 1.0 => {
+                        scheduler.add_noise(picture.clone(), noise.clone(), first)
                     }
+                    _ => fresh(),
                 };
-                let picture_latent = self.encode_picture(pixels.clone())?;
-                let latent = start_from(picture_latent.clone());
-                let inpainting = if self.is_inpainting() {
-                    let keep = mask.clone().lower_elem(0.5).float();
-                    Inpainting::Channels {
-                        mask: latent_mask,
-                        masked_latent: self.encode_picture(pixels * keep)?,
-                    }
-                } else {
-                    Inpainting::Blend {
+                let inpainting = match picture_latent {
+                    Some(picture_latent) if !self.is_inpainting() => Inpainting::Blend {
                         mask: latent_mask,
                         picture_latent,
+                    },
+                    _ => {
+                        let keep = mask.clone().lower_elem(0.5).float();
+                        Inpainting::Channels {
+                            mask: latent_mask,
+                            masked_latent: self.encode_picture(pixels * keep)?,
+                        }
                     }
                 };
                 (first, latent, Some(inpainting))

@@ -7,6 +7,22 @@ use super::numpy::linspace;
 use super::resolve::{BetaSchedule, Resolve};
 use crate::ModelError;
 
+/// ᾱ of the last training step under zero-terminal-SNR rescaling: diffusers' stand-in for 0
+/// (the smallest f16 subnormal), so the first sigma is finite.
+pub(crate) const ZERO_SNR_ALPHA_BAR: f64 = 1.0 / (1u32 << 24) as f64;
+
+/// ᾱ for the samplers that work in σ (Euler, Euler ancestral, DPM-Solver): under
+/// zero-terminal-SNR rescaling the last ᾱ, exactly 0 (σ = ∞), becomes [`ZERO_SNR_ALPHA_BAR`].
+pub(crate) fn sigma_alphas_cumprod(r: &Resolve) -> Result<Vec<f64>, ModelError> {
+    let mut bar = alphas_cumprod(r)?;
+    if r.rescale_zero_snr()
+        && let Some(last) = bar.last_mut()
+    {
+        *last = ZERO_SNR_ALPHA_BAR;
+    }
+    Ok(bar)
+}
+
 /// ᾱ_t for t = 0‥num_train_timesteps.
 pub(crate) fn alphas_cumprod(r: &Resolve) -> Result<Vec<f64>, ModelError> {
     let betas = betas(r)?;

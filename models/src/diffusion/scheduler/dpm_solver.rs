@@ -13,8 +13,7 @@
 
 use burn::prelude::*;
 
-use super::betas::alphas_cumprod;
-use super::euler::ZERO_SNR_ALPHA_BAR;
+use super::betas::sigma_alphas_cumprod;
 use super::numpy::{interp, linspace, round};
 use super::prediction::{lincomb, vp_epsilon, vp_x0};
 use super::resolve::{BetaSchedule, Prediction, Resolve, Spacing};
@@ -129,10 +128,7 @@ impl DpmSolver {
 
         let prediction = r.prediction()?;
         let n = r.num_train_timesteps()?;
-        let mut bar = alphas_cumprod(r)?;
-        if r.rescale_zero_snr() {
-            bar[n - 1] = ZERO_SNR_ALPHA_BAR;
-        }
+        let bar = sigma_alphas_cumprod(r)?;
         let train = train_sigmas(&bar);
         let log_train: Vec<f64> = train.iter().map(|s| s.ln()).collect();
         let last_timestep =

@@ -11,7 +11,7 @@
 
 use burn::prelude::*;
 
-use super::betas::alphas_cumprod;
+use super::betas::sigma_alphas_cumprod;
 use super::numpy::{interp, linspace, to_f32};
 use super::prediction::ve_x0;
 use super::resolve::{Prediction, Resolve, Spacing};
@@ -19,10 +19,6 @@ use super::sigmas::{exponential, karras, sigma_to_t, train_sigmas};
 use super::spacing::spaced_timesteps;
 use super::{Sampler, StepOutput};
 use crate::ModelError;
-
-/// ᾱ of the last training step under zero-terminal-SNR rescaling: diffusers' stand-in for 0
-/// (the smallest f16 subnormal), so the first sigma is finite.
-pub(crate) const ZERO_SNR_ALPHA_BAR: f64 = 1.0 / (1u32 << 24) as f64;
 
 #[derive(Debug)]
 pub(crate) struct Euler {
@@ -53,10 +49,7 @@ impl Euler {
         let prediction = r.prediction()?;
         let spacing = r.spacing()?;
         let n = r.num_train_timesteps()?;
-        let mut bar = alphas_cumprod(r)?;
-        if r.rescale_zero_snr() {
-            bar[n - 1] = ZERO_SNR_ALPHA_BAR;
-        }
+        let bar = sigma_alphas_cumprod(r)?;
         let train = train_sigmas(&bar);
         let log_train: Vec<f64> = train.iter().map(|s| s.ln()).collect();
 

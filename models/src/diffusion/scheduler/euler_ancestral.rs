@@ -6,8 +6,8 @@
 
 use burn::prelude::*;
 
-use super::betas::alphas_cumprod;
-use super::euler::{ZERO_SNR_ALPHA_BAR, init_noise_sigma};
+use super::betas::sigma_alphas_cumprod;
+use super::euler::init_noise_sigma;
 use super::numpy::{interp, to_f32};
 use super::prediction::ve_x0;
 use super::resolve::{Prediction, Resolve};
@@ -36,10 +36,7 @@ impl EulerAncestral {
         }
         let spacing = r.spacing()?;
         let n = r.num_train_timesteps()?;
-        let mut bar = alphas_cumprod(r)?;
-        if r.rescale_zero_snr() {
-            bar[n - 1] = ZERO_SNR_ALPHA_BAR;
-        }
+        let bar = sigma_alphas_cumprod(r)?;
         let train = train_sigmas(&bar);
         let timesteps: Vec<f64> = spaced_timesteps(spacing, n, steps, r.steps_offset())
             .into_iter()
